@@ -1,0 +1,17 @@
+"""The one value type that jobs yield to report progress.
+
+It lives outside ``jobs`` so that the ML core can yield progress without importing Qt.
+Anything else a job yields is a partial result, delivered to the panel as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a job has come: ``fraction`` in [0, 1] (or None when unknown) and a short text."""
+
+    fraction: float | None
+    text: str = ""
