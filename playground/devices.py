@@ -1,0 +1,80 @@
+"""Which compute devices exist (CUDA / Apple MPS / CPU) and how much memory is in use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    key: str  # a torch device string: "cpu", "cuda:0", "mps"
+    label: str  # what the user sees
+
+
+def available_devices() -> list[DeviceInfo]:
+    """Every device torch can use here, the best first. The CPU is always there."""
+    import torch
+
+    found: list[DeviceInfo] = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            found.append(DeviceInfo(f"cuda:{i}", f"CUDA {i}: {torch.cuda.get_device_name(i)}"))
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append(DeviceInfo("mps", "Apple MPS"))
+    found.append(DeviceInfo("cpu", "CPU"))
+    return found
+
+
+def default_device() -> str:
+    return available_devices()[0].key
+
+
+def resolve_device(wanted: str | None) -> str:
+    """``wanted`` if it exists here, otherwise the best device there is (no GPU: the CPU)."""
+    keys = [d.key for d in available_devices()]
+    return wanted if wanted in keys else keys[0]
+
+
+def device_label(key: str) -> str:
+    for d in available_devices():
+        if d.key == key:
+            return d.label
+    return key
+
+
+def process_memory_bytes() -> int:
+    """Resident memory of this process (Linux /proc; 0 where unknown)."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        except Exception:  # noqa: BLE001
+            return 0
+
+
+def device_memory_bytes(key: str) -> int | None:
+    """Memory torch holds on an accelerator, None for the CPU."""
+    import torch
+
+    if key.startswith("cuda") and torch.cuda.is_available():
+        return int(torch.cuda.memory_allocated(torch.device(key)))
+    if key == "mps" and hasattr(torch, "mps"):
+        try:
+            return int(torch.mps.current_allocated_memory())
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
+def memory_summary(key: str) -> str:
+    text = f"RAM {process_memory_bytes() / 2**20:,.0f} MB"
+    dev = device_memory_bytes(key)
+    if dev is not None:
+        text += f" · {key} {dev / 2**20:,.0f} MB"
+    return text
