@@ -34,7 +34,7 @@ IMAGE_MODELS = ["softmax", "mlp", "lenet", "vgg", "nin", "resnet"]
 
 #: Sensible starting points per model (the optimiser and learning rate the form switches to).
 MODEL_DEFAULTS = {
-    "softmax": ("adam", 1e-2), "mlp": ("adam", 1e-3), "lenet": ("adam", 2e-3), "vgg": ("adam", 1e-3),
+    "softmax": ("adam", 1e-2), "mlp": ("adam", 1e-3), "lenet": ("adam", 1e-2), "vgg": ("adam", 1e-3),
     "nin": ("adam", 1e-3), "resnet": ("adam", 1e-3), "cnn1d": ("adam", 1e-2), "gru": ("adam", 1e-2),
 }
 
@@ -256,7 +256,7 @@ class TrainingPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(form_box)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(280)
+        scroll.setMinimumWidth(330)
         return scroll
 
     def _build_plots(self) -> QWidget:
@@ -540,6 +540,16 @@ class TrainingPanel(QWidget):
             self.status.setText(f"Epoch {last['epoch']}: val acc {last['val_acc']:.1%}, "
                                 f"val loss {last['val_loss']:.4f}")
         self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
+        self._fit_lr_axis()
+
+    def _fit_lr_axis(self) -> None:
+        """Start the learning-rate axis at 0 (a constant rate would otherwise float in mid-air)."""
+        if self.logscale.isChecked():
+            return
+        tops = [c.steps["lr"].values.max() for c in self.curves.values()
+                if c.steps["lr"].n and c.items["lr"].isVisible()]
+        if tops:
+            self.plots["lr"].setYRange(0, max(tops) * 1.1, padding=0)
 
     def _on_run_started(self, item: RunStarted) -> None:
         self.classes = item.classes
@@ -589,6 +599,7 @@ class TrainingPanel(QWidget):
         label = self.xaxis.currentText()
         for plot in self.plots.values():
             plot.setLabel("bottom", label)
+        self._fit_lr_axis()
 
     def _on_smoothing(self, value: int) -> None:
         self.smoothing_label.setText(f"{value / 100:.2f}")

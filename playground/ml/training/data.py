@@ -215,7 +215,7 @@ def _read_idx(path: Path) -> np.ndarray:
         raise UserError(f"{path.name} is not an IDX file of unsigned bytes")
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).copy()
     if data.size != int(np.prod(dims)):
         raise UserError(f"{path.name} is truncated")
     return data.reshape(dims)

@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None = None,
                     group["lr"] = lr
                 logits = model((tx[idx] - mean) / std)
                 loss = F.cross_entropy(logits, ty[idx])
-                loss_value = float(loss)
+                loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     result.status = runstore.DIVERGED
                     message = (f"The loss became {loss_value} at step {step + 1}: the run diverged. "

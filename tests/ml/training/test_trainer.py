@@ -1,0 +1,163 @@
+"""The training loop: it learns, it stops, it notices divergence, it writes runs that survive crashes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from playground.ml.training import runs as runstore
+from playground.ml.training.data import load_digits
+from playground.ml.training.trainer import (Diverged, EpochPictures, EpochPoint, RunStarted, StepPoint,
+                                            TrainConfig, lr_factor, run_to_end, train)
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(val_fraction=0.2, seed=0)
+
+
+def test_mlp_reaches_90_percent_on_digits(digits, tmp_path):
+    store = runstore.RunStore(tmp_path)
+    items = []
+    cfg = TrainConfig(dataset="digits", model="mlp", optimizer="adam", lr=1e-3, epochs=5, batch_size=64)
+    result = run_to_end(cfg, store, data=digits, on_item=items.append)
+    steps = [i for i in items if isinstance(i, StepPoint)]
+    epochs = [i for i in items if isinstance(i, EpochPoint)]
+    assert isinstance(items[0], RunStarted)
+    assert len(epochs) == 5 and len(steps) == 5 * items[0].steps_per_epoch
+    # The loss falls: the last ten steps average well below the first ten.
+    first = sum(s.loss for s in steps[:10]) / 10
+    last = sum(s.loss for s in steps[-10:]) / 10
+    assert last < 0.5 * first
+    assert result.status == "finished"
+    assert result.best_val_acc >= 0.90
+    pics = [i for i in items if isinstance(i, EpochPictures)]
+    assert len(pics) == 5 and pics[-1].confusion.sum() == len(digits.val_x)
+    # The run is on disk: config, every point, weights, status.
+    info = store.info(result.run_id)
+    assert info.status == "finished" and info.best_val_acc == pytest.approx(result.best_val_acc)
+    metrics = store.metrics(result.run_id)
+    assert sum(r["kind"] == "step" for r in metrics) == len(steps)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(store.weights_path(result.run_id)))
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_lenet_learns_digits(digits):
+    # d2l's LeNet (sigmoid, average pooling) is slow to start; the panel's default lr is this one.
+    cfg = TrainConfig(dataset="digits", model="lenet", optimizer="adam", lr=1e-2, epochs=8, batch_size=32)
+    result = run_to_end(cfg, data=digits)
+    assert result.best_val_acc > 0.8
+
+
+def test_nan_loss_stops_the_run_as_diverged(digits, tmp_path):
+    store = runstore.RunStore(tmp_path)
+    items = []
+    cfg = TrainConfig(dataset="digits", model="softmax", optimizer="sgd", lr=10.0, epochs=50, batch_size=16)
+    bad = digits.train_x.clone()
+    bad[5:, 0, 0, 0] = 1e30  # absurd inputs make the loss blow up at once
+    data = type(digits)(**{**digits.__dict__, "train_x": bad})
+    result = run_to_end(cfg, store, data=data, on_item=items.append)
+    assert result.status == "diverged"
+    assert any(isinstance(i, Diverged) and "diverged" in i.message for i in items)
+    assert store.info(result.run_id).status == "diverged"
+
+
+def test_closing_the_generator_stops_and_keeps_the_weights(digits, tmp_path):
+    store = runstore.RunStore(tmp_path)
+    gen = train(TrainConfig(epochs=100), store, data=digits)
+    run_id = None
+    for item in gen:
+        if isinstance(item, RunStarted):
+            run_id = item.run_id
+        if isinstance(item, StepPoint) and item.step == 7:
+            break
+    gen.close()
+    info = store.info(run_id)
+    assert info.status == "stopped"
+    assert store.weights_path(run_id) is not None
+    assert len([r for r in store.metrics(run_id) if r["kind"] == "step"]) == 7
+
+
+def test_config_validation():
+    assert TrainConfig().validate() == {}
+    bad = TrainConfig(lr=-1, batch_size=0, epochs=0, dropout=1.5, model="alexnet", dataset="folder")
+    problems = bad.validate()
+    assert {"lr", "batch_size", "epochs", "dropout", "model", "folder"} <= set(problems)
+    with pytest.raises(ValueError):
+        next(train(bad))
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused(digits):
+    with pytest.raises(ValueError, match="does not fit"):
+        run_to_end(TrainConfig(model="gru"), data=digits)
+
+
+def test_schedules():
+    assert lr_factor("constant", 50, 100) == 1.0
+    assert lr_factor("step", 80, 100) == pytest.approx(0.01)
+    assert lr_factor("cosine", 0, 100) == pytest.approx(1.0)
+    assert lr_factor("cosine", 100, 100) == pytest.approx(0.0, abs=1e-9)
+    assert lr_factor("warmup_cosine", 0, 100) == 0.0
+
+
+def test_run_survives_a_crash_mid_run(tmp_path):
+    """Kill a real training process mid-run: what it wrote stays readable, the run is 'interrupted'."""
+    env = {**os.environ, "PLAYGROUND_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "playground", "train", "--dataset", "digits",
+                             "--model", "mlp", "--epochs", "500", "--device", "cpu"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    store = runstore.RunStore(tmp_path / "runs")
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            runs = store.list_runs()
+            if runs and sum(r["kind"] == "epoch" for r in store.metrics(runs[0].id)) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the training process wrote no epochs")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    # A torn last line, as a crash in the middle of a write would leave.
+    run = store.list_runs()[0]
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "step", "step": 99')
+    info = store.info(run.id)
+    assert info.status == "interrupted"
+    assert info.best_val_acc is not None and info.best_val_acc > 0.5
+    records = store.metrics(run.id)
+    assert sum(r["kind"] == "epoch" for r in records) >= 2
+    steps = [r["step"] for r in records if r["kind"] == "step"]
+    assert steps == list(range(1, len(steps) + 1))
+
+
+def test_store_rename_delete_export(digits, tmp_path):
+    store = runstore.RunStore(tmp_path)
+    a = run_to_end(TrainConfig(epochs=1, name="first"), store, data=digits)
+    b = run_to_end(TrainConfig(epochs=2, model="softmax"), store, data=digits)
+    assert [r.id for r in store.list_runs()] == sorted([a.run_id, b.run_id])
+    store.rename(a.run_id, "renamed")
+    assert store.info(a.run_id).name == "renamed"
+    out = store.export_csv([a.run_id, b.run_id], tmp_path / "out.csv")
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert sum(r["kind"] == "epoch" for r in rows) == 3
+    assert {r["name"] for r in rows if r["run"] == a.run_id} == {"renamed"}
+    store.delete(a.run_id)
+    assert [r.id for r in store.list_runs()] == [b.run_id]
+    with pytest.raises(ValueError):
+        store.delete("../../etc")
+    json.loads((store.root / b.run_id / "config.json").read_text())

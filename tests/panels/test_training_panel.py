@@ -1,0 +1,171 @@
+"""The main window and the Training tab, driven with clicks (pytest-qt, offscreen)."""
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QTableWidgetSelectionRange
+
+from playground.app import AppContext, MainWindow
+from playground.panels.training import TrainingPanel, ema
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(AppContext(settings))
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()
+
+
+def panel_of(win) -> TrainingPanel:
+    return win.panel(TrainingPanel)
+
+
+def choose(combo, key):
+    combo.setCurrentIndex(combo.findData(key))
+
+
+def test_window_has_tabs_menus_and_status_bar(window):
+    assert window.tabs.tabText(0).replace("&", "") == "Training"
+    menus = [a.text().replace("&", "") for a in window.menuBar().actions()]
+    assert {"File", "View", "Device", "Help"} <= set(menus)
+    assert "CPU" in window.device_label.text()
+    assert "RAM" in window.memory_label.text()
+
+
+def test_start_watch_plots_grow_then_stop(qtbot, window):
+    panel = panel_of(window)
+    choose(panel.dataset, "digits")
+    choose(panel.model, "mlp")
+    panel.epochs.setValue(200)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert panel.running and not panel.start_button.isEnabled()
+    # The status bar lists the job with a cancel button.
+    qtbot.waitUntil(lambda: len(window.job_widgets) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: panel.current is not None and panel.current.steps["loss"].n > 5, timeout=60000)
+    first = len(panel.current.items["loss"].getData()[0])
+    qtbot.waitUntil(lambda: len(panel.current.items["loss"].getData()[0]) > first + 20, timeout=60000)
+    qtbot.waitUntil(lambda: panel.current.epochs["val_acc"].n >= 1, timeout=60000)
+    assert panel.samples.samples is not None and panel.confusion.matrix is not None
+    # Pause: no new points arrive while paused.
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    assert panel.pause_button.text() == "Resume"
+    qtbot.wait(300)
+    frozen = panel.current.steps["loss"].n
+    qtbot.wait(400)
+    assert panel.current.steps["loss"].n <= frozen + 1
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.current.steps["loss"].n > frozen + 3, timeout=30000)
+    t0 = time.monotonic()
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=10000)
+    assert time.monotonic() - t0 < 5
+    assert panel.start_button.isEnabled()
+    assert window.job_widgets == {}
+    # The run is in the table, stopped, with its points on disk.
+    run_id = panel.current.run_id
+    statuses = {panel._row_id(r): panel.table.item(r, 5).text() for r in range(panel.table.rowCount())}
+    assert statuses[run_id] == "stopped"
+    assert len(panel.store.metrics(run_id)) >= panel.current.steps["loss"].n
+
+
+def test_invalid_values_are_refused_in_the_form(qtbot, window):
+    panel = panel_of(window)
+    panel.lr.setText("fast please")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert "not a number" in panel.form_error.text()
+    assert panel.job is None
+    panel.lr.setText("0")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert "learning rate" in panel.form_error.text().lower()
+    assert panel.job is None
+
+
+def test_models_follow_the_data_set(window):
+    panel = panel_of(window)
+    choose(panel.dataset, "mnist1d")
+    names = [panel.model.itemData(i) for i in range(panel.model.count())]
+    assert names == ["softmax", "mlp", "cnn1d", "gru"]
+    choose(panel.dataset, "digits")
+    assert "lenet" in [panel.model.itemData(i) for i in range(panel.model.count())]
+
+
+def test_a_failed_download_shows_a_message_not_a_crash(qtbot, window):
+    panel = panel_of(window)
+    choose(panel.dataset, "fashion_mnist")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=30000)
+    assert "offline" in panel.status.text()
+    assert "Traceback" not in panel.status.text()
+
+
+def test_runs_table_reopen_compare_and_delete(qtbot, window):
+    from playground.ml.training.data import load_digits
+    from playground.ml.training.trainer import TrainConfig, run_to_end
+
+    panel = panel_of(window)
+    data = load_digits()
+    ids = [run_to_end(TrainConfig(epochs=1, name=f"run {k}", seed=k), panel.store, data=data).run_id
+           for k in range(2)]
+    panel.refresh_runs()
+    panel.table.clearSelection()
+    for r in range(panel.table.rowCount()):
+        if panel._row_id(r) in ids:
+            panel.table.setRangeSelected(QTableWidgetSelectionRange(r, 0, r, 5), True)
+    assert sorted(panel.selected_ids()) == sorted(ids)
+    panel.open_selected()
+    assert set(ids) <= set(panel.curves)
+    assert all(panel.curves[i].steps["loss"].n > 0 for i in ids)
+    panel.export_selected(str(window.ctx.settings.fileName()) + ".csv")
+    panel.delete_selected(confirm=False)
+    remaining = {r.id for r in panel.store.list_runs()}
+    assert not (set(ids) & remaining)
+
+
+def test_settings_are_remembered(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(AppContext(settings))
+    qtbot.addWidget(win)
+    panel = panel_of(win)
+    choose(panel.dataset, "mnist1d")
+    choose(panel.model, "cnn1d")
+    panel.batch_size.setValue(100)
+    win.close()
+    win2 = MainWindow(AppContext(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    qtbot.addWidget(win2)
+    p2 = panel_of(win2)
+    assert p2.dataset.currentData() == "mnist1d"
+    assert p2.model.currentData() == "cnn1d"
+    assert p2.batch_size.value() == 100
+    win2.close()
+
+
+def test_closing_the_window_while_training_stops_everything(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "c.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(AppContext(settings))
+    qtbot.addWidget(win)
+    win.show()
+    panel = panel_of(win)
+    panel.epochs.setValue(500)
+    panel.start()
+    qtbot.waitUntil(lambda: panel.current is not None and panel.current.steps["loss"].n > 3, timeout=60000)
+    t0 = time.monotonic()
+    win.close()
+    assert time.monotonic() - t0 < 5
+    assert all(not t.isRunning() for t in win.pool._threads)
+    assert panel.job.state == "cancelled"
+
+
+def test_ema_matches_tensorboard_smoothing():
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    w = 0.6
+    last, expected = 0.0, []
+    for k, v in enumerate(values, 1):  # TensorBoard's debiased loop, written out
+        last = last * w + (1 - w) * v
+        expected.append(last / (1 - w ** k))
+    assert np.allclose(ema(values, w), expected)
+    assert np.array_equal(ema(values, 0.0), values)
