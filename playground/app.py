@@ -12,7 +12,8 @@ from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QMainWindow, Q
                                QProgressBar, QTabWidget, QToolButton, QWidget)
 
 from . import APP_NAME, ORG_NAME, __version__
-from .devices import available_devices, device_label, memory_summary, resolve_device
+from .devices import (available_devices, configure_torch_threads, device_label, memory_summary,
+                      resolve_device)
 from .jobs import Job, JobPool
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,7 @@ class MainWindow(QMainWindow):
 def run_app(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PLAYGROUND_LOG", "WARNING"))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    configure_torch_threads()
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORG_NAME)

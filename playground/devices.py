@@ -78,3 +78,18 @@ def memory_summary(key: str) -> str:
     if dev is not None:
         text += f" · {key} {dev / 2**20:,.0f} MB"
     return text
+
+
+def configure_torch_threads() -> int:
+    """Leave one core to the GUI: torch gets ``cores - 1`` intra-op threads (at least 1).
+
+    On a 2-core machine two busy torch threads fight the GUI thread for the cores, and
+    torch's spinning workers then lose far more than a core's worth of throughput.
+    ``PLAYGROUND_TORCH_THREADS`` overrides the choice.
+    """
+    import torch
+
+    wanted = os.environ.get("PLAYGROUND_TORCH_THREADS")
+    n = int(wanted) if wanted else max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(n)
+    return n

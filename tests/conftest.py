@@ -12,6 +12,10 @@ os.environ.setdefault("PLAYGROUND_DATASET_MIRROR", "http://127.0.0.1:9/")  # nev
 
 import pytest  # noqa: E402
 
+from playground.devices import configure_torch_threads  # noqa: E402
+
+configure_torch_threads()  # as the app does: one core stays free for the GUI thread
+
 
 @pytest.fixture
 def pool(qtbot):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from scipy.signal import lfilter  # imported up front: its first import takes ~0.2 s
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
@@ -43,8 +44,6 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     """TensorBoard's smoothing: a debiased exponential moving average (weight 0 = raw)."""
     if weight <= 0 or len(values) == 0:
         return values
-    from scipy.signal import lfilter
-
     finite = np.where(np.isfinite(values), values, 0.0)
     smoothed = lfilter([1 - weight], [1, -weight], finite)
     debias = 1 - weight ** np.arange(1, len(values) + 1)
@@ -136,6 +135,11 @@ class RunCurves:
 
 class TrainingPanel(QWidget):
     COLUMNS = ["", "Name", "Data set", "Model", "Best val acc", "Status"]
+    #: Live curves are redrawn at most every REDRAW_MS, and less often when drawing is slow:
+    #: drawing runs Python on the GUI thread, which competes with the training thread for the
+    #: GIL, so the redraw interval is stretched to keep drawing under DRAW_DUTY of the time.
+    REDRAW_MS = 250
+    DRAW_DUTY = 0.03
 
     def __init__(self, ctx) -> None:
         super().__init__()
@@ -147,6 +151,9 @@ class TrainingPanel(QWidget):
         self.classes: list[str] = []
         self._pending_steps: list[dict] = []
         self._color_index = 0
+        self._dirty = False
+        self.redraw_timer = QTimer(self, interval=self.REDRAW_MS)
+        self.redraw_timer.timeout.connect(self._redraw_current)
         self._build()
         self.load_settings()
         self.refresh_runs()
@@ -293,7 +300,7 @@ class TrainingPanel(QWidget):
             "grad": g.addPlot(row=1, col=1, title="Gradient norm"),
         }
         for plot in self.plots.values():
-            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.showGrid(x=False, y=True, alpha=0.2)
         self.plots["loss"].addLegend(offset=(-10, 10))
         self.plots["acc"].setYRange(0, 1, padding=0.02)
         self.smoothing.valueChanged.connect(self._on_smoothing)
@@ -539,8 +546,22 @@ class TrainingPanel(QWidget):
             last = epochs[-1]
             self.status.setText(f"Epoch {last['epoch']}: val acc {last['val_acc']:.1%}, "
                                 f"val loss {last['val_loss']:.4f}")
-        self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
-        self._fit_lr_axis()
+        self._dirty = True
+        if not self.redraw_timer.isActive():
+            self.redraw_timer.start()
+
+    def _redraw_current(self) -> None:
+        """Redraw the live run's curves (on a timer: plots cost the GUI thread, and it shares the GIL)."""
+        if self._dirty and self.current is not None:
+            self._dirty = False
+            t0 = time.perf_counter()
+            self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
+            self._fit_lr_axis()
+            self.graphics.viewport().repaint()  # paint now, so its cost can be measured
+            cost_ms = (time.perf_counter() - t0) * 1000
+            self.redraw_timer.setInterval(int(min(3000, max(self.REDRAW_MS, cost_ms / self.DRAW_DUTY))))
+        elif not self.running:
+            self.redraw_timer.stop()
 
     def _fit_lr_axis(self) -> None:
         """Start the learning-rate axis at 0 (a constant rate would otherwise float in mid-air)."""
@@ -578,6 +599,7 @@ class TrainingPanel(QWidget):
         self.status.setText(f"The run failed: {message}")
 
     def _on_ended(self, state: str) -> None:
+        self._redraw_current()
         if state == "finished" and self.job is not None and self.job.value is not None:
             result = self.job.value
             if result.status == runstore.FINISHED:

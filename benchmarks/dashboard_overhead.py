@@ -1,0 +1,112 @@
+"""Figure: what the live dashboard costs a training run, and how responsive the GUI stays.
+
+Trains the same model on the same data, alternately
+
+* headless: the trainer's generator drained in a plain loop (``run_to_end``), and
+* in the app: the Training tab's Start button, the run on the worker pool, every point
+  plotted live (offscreen Qt), with a 10 ms QTimer measuring the event loop's worst delay,
+
+and prints throughput (optimisation steps per second of training time) with the dashboard
+divided by without. Goals (issue 2): ratio >= 0.97, worst timer delay < 50 ms.
+
+    python benchmarks/dashboard_overhead.py [--dataset digits --model mlp --epochs 20 --repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PLAYGROUND_DATA_DIR", tempfile.mkdtemp(prefix="bench-dashboard-"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from playground.app import AppContext, MainWindow
+    from playground.ml.training.data import load_dataset_now
+    from playground.ml.training.runs import RunStore
+    from playground.ml.training.trainer import TrainConfig, run_to_end
+    from playground.panels.training import TrainingPanel
+
+    from playground.devices import configure_torch_threads
+
+    threads = configure_torch_threads()  # as the app does, for both paths
+    app = QApplication.instance() or QApplication([])
+    data = load_dataset_now(args.dataset)
+    cfg = TrainConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size)
+    store = RunStore(Path(os.environ["PLAYGROUND_DATA_DIR"]) / "headless-runs")
+
+    def headless() -> float:
+        result = run_to_end(cfg, store, data=data)
+        return result.steps / result.seconds
+
+    def dashboard() -> tuple[float, float]:
+        settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
+        win = MainWindow(AppContext(settings))
+        win.resize(1400, 900)
+        win.show()
+        panel = win.panel(TrainingPanel)
+        panel.set_config(cfg)
+        panel.model.setCurrentIndex(panel.model.findData(cfg.model))
+        panel.lr.setText(f"{cfg.lr:g}")
+        panel.optimizer.setCurrentIndex(panel.optimizer.findData(cfg.optimizer))
+        worst = [0.0]
+        clock = QElapsedTimer()
+        timer = QTimer(interval=10)
+
+        def tick():
+            if clock.isValid():
+                worst[0] = max(worst[0], clock.nsecsElapsed() / 1e6 - 10.0)
+            clock.restart()
+
+        timer.timeout.connect(tick)
+        timer.start()
+        panel.start()
+        job = panel.job
+        while not job.is_done:
+            app.processEvents()
+            time.sleep(0.001)
+        timer.stop()
+        result = job.value
+        win.close()
+        assert result is not None and result.status == "finished", job.error
+        return result.steps / result.seconds, worst[0]
+
+    # Warm-up both paths once (imports, first allocations), then alternate.
+    headless()
+    dashboard()
+    without, with_, delays = [], [], []
+    for _ in range(args.repeats):
+        without.append(headless())
+        rate, delay = dashboard()
+        with_.append(rate)
+        delays.append(delay)
+    a, b = statistics.median(without), statistics.median(with_)
+    print(f"model {args.model} on {args.dataset}, {args.epochs} epochs, batch {args.batch_size}, "
+          f"{args.repeats} alternating repeats, {os.cpu_count()} CPUs, {threads} torch threads")
+    print(f"throughput without dashboard: {a:8.1f} steps/s   (runs: {', '.join(f'{x:.0f}' for x in without)})")
+    print(f"throughput with dashboard:    {b:8.1f} steps/s   (runs: {', '.join(f'{x:.0f}' for x in with_)})")
+    print(f"ratio with/without: {b / a:.3f}   (goal >= 0.97)")
+    print(f"worst 10 ms QTimer delay while training: {max(delays):.1f} ms "
+          f"(median over runs {statistics.median(delays):.1f} ms; goal < 50 ms)")
+
+
+if __name__ == "__main__":
+    main()
