@@ -1,0 +1,513 @@
+"""The SOM tab: train a Kohonen map on a data set and explore it, live.
+
+The map and its measures live in :mod:`playground.ml.som`, the data sets in
+:mod:`playground.ml.som_data`; training runs as a job on the pool. This module builds
+the form, draws snapshots as they come, replays them with a slider, and answers the mouse.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QScrollArea, QSlider,
+                               QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+
+from ..ml import som as somlib
+from ..ml import som_data
+from ..progress import Progress
+from ..widgets.som_view import MapView, PlanesView
+
+CSV_KEY = "csv"
+VIEWS = {"umatrix": "U-matrix", "planes": "Component planes", "hits": "Hit map",
+         "labels": "Label map", "prototypes": "Prototypes"}
+SAMPLE_LIST_MAX = 2000
+
+
+def train_job(source: str, csv_path: str, label_column: str | None, standardize: bool,
+              config: somlib.SOMConfig, device: str):
+    """The job: load the data (yielding it), then train the map (yielding snapshots)."""
+    yield Progress(None, "Loading data")
+    if source == CSV_KEY:
+        data = som_data.load_csv(csv_path, label_column=label_column or None, standardize=standardize)
+    else:
+        data = som_data.load_builtin(source)
+    yield data
+    return (yield from somlib.train(data.x, config, device=device))
+
+
+def csv_header(path: str) -> list[str]:
+    """The first row of a CSV file (for the label-column chooser); [] when unreadable."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            return next(csv.reader(f), [])
+    except OSError:
+        return []
+
+
+class SOMPanel(QWidget):
+    def __init__(self, ctx) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.job = None
+        self.data: som_data.SOMData | None = None
+        self.config: somlib.SOMConfig | None = None
+        self.snapshots: list[somlib.SOMSnapshot] = []
+        self.viewer: somlib.SOM | None = None  # the map being shown (weights of one snapshot)
+        self._bmus: np.ndarray | None = None
+        self._build()
+        self.load_settings()
+        self._update_buttons()
+
+    # -- layout ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QHBoxLayout(self)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        root.addWidget(split)
+        split.addWidget(self._build_form())
+        split.addWidget(self._build_views())
+        split.addWidget(self._build_side())
+        split.setSizes([300, 720, 300])
+        split.setStretchFactor(1, 1)
+
+    def _build_form(self) -> QWidget:
+        box = QWidget()
+        form = QFormLayout(box)
+        d = somlib.SOMConfig()
+        self.source = QComboBox()
+        for key, label in som_data.BUILTIN.items():
+            self.source.addItem(label, key)
+        self.source.addItem("CSV file…", CSV_KEY)
+        self.csv_path = QLineEdit()
+        self.csv_path.setPlaceholderText("a .csv file with numeric columns")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_csv)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.csv_path)
+        row.addWidget(browse)
+        self.csv_row = QWidget()
+        self.csv_row.setLayout(row)
+        self.label_column = QComboBox()
+        self.standardize = QCheckBox("Standardise features (z-score)")
+        self.standardize.setChecked(True)
+        self.rows = QSpinBox(minimum=2, maximum=100, value=d.rows)
+        self.cols = QSpinBox(minimum=2, maximum=100, value=d.cols)
+        self.topology = QComboBox()
+        self.topology.addItem("Hexagonal", "hexagonal")
+        self.topology.addItem("Rectangular", "rectangular")
+        self.toroidal = QCheckBox("Toroidal (edges wrap)")
+        self.neighborhood = QComboBox()
+        for key, label in (("gaussian", "Gaussian"), ("bubble", "Bubble"), ("mexican_hat", "Mexican hat"),
+                           ("triangle", "Triangle"), ("halving", "Halving 1/2^(|Δi|+|Δj|)")):
+            self.neighborhood.addItem(label, key)
+        self.mode = QComboBox()
+        self.mode.addItem("Batch (fast)", "batch")
+        self.mode.addItem("Online (classic rule)", "online")
+        self.order = QComboBox()
+        self.order.addItem("Random samples", "random")
+        self.order.addItem("Sweep in order", "sweep")
+        self.epochs = QSpinBox(minimum=1, maximum=10000, value=d.epochs)
+        self.sigma0 = QDoubleSpinBox(minimum=0.0, maximum=200.0, singleStep=0.5, value=0.0, decimals=2)
+        self.sigma0.setSpecialValueText("auto (half the map)")
+        self.sigma_end = QDoubleSpinBox(minimum=0.01, maximum=100.0, singleStep=0.1, value=d.sigma_end)
+        self.lr0 = QDoubleSpinBox(minimum=0.001, maximum=1.0, singleStep=0.05, value=d.lr0, decimals=3)
+        self.lr_end = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, value=d.lr_end, decimals=3)
+        self.lr_schedule, self.sigma_schedule = QComboBox(), QComboBox()
+        for combo in (self.lr_schedule, self.sigma_schedule):
+            for key, label in (("linear", "Linear"), ("exponential", "Exponential"), ("inverse_time", "Inverse time")):
+                combo.addItem(label, key)
+        self.init = QComboBox()
+        for key, label in (("pca", "PCA plane (fast convergence)"), ("samples", "Random samples"),
+                           ("random", "Random")):
+            self.init.addItem(label, key)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=d.seed)
+        for label, w in (("Data", self.source), ("", self.csv_row), ("Label column", self.label_column),
+                         ("", self.standardize), ("Rows", self.rows), ("Columns", self.cols),
+                         ("Topology", self.topology), ("", self.toroidal), ("Neighbourhood", self.neighborhood),
+                         ("Training", self.mode), ("Sampling", self.order), ("Epochs", self.epochs),
+                         ("Radius start", self.sigma0), ("Radius end", self.sigma_end),
+                         ("Radius schedule", self.sigma_schedule), ("Learning rate start", self.lr0),
+                         ("Learning rate end", self.lr_end), ("LR schedule", self.lr_schedule),
+                         ("Initialisation", self.init), ("Seed", self.seed)):
+            form.addRow(label, w)
+        self.form_error = QLabel("")
+        self.form_error.setWordWrap(True)
+        self.form_error.setStyleSheet("color: #c62828")
+        form.addRow(self.form_error)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Train")
+        self.start_button.setToolTip("Train a map (Ctrl+Return)")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop training; the map so far is kept (Ctrl+.)")
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        form.addRow(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("Ready")
+        self.status.setWordWrap(True)
+        form.addRow(self.progress)
+        form.addRow(self.status)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self, self.start)
+        QShortcut(QKeySequence("Ctrl+."), self, self.stop)
+        self.source.currentIndexChanged.connect(self._on_source_changed)
+        self.csv_path.editingFinished.connect(self._fill_label_columns)
+        self.mode.currentIndexChanged.connect(self._on_mode_changed)
+        self._on_source_changed()
+        self._on_mode_changed()
+        scroll = QScrollArea()
+        scroll.setWidget(box)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(320)
+        return scroll
+
+    def _build_views(self) -> QWidget:
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("View"))
+        self.view_choice = QComboBox()
+        for key, label in VIEWS.items():
+            self.view_choice.addItem(label, key)
+        top.addWidget(self.view_choice)
+        top.addStretch(1)
+        self.export_button = QPushButton("Export PNG…")
+        self.export_button.clicked.connect(lambda: self.export_png())
+        top.addWidget(self.export_button)
+        layout.addLayout(top)
+        self.stack = QStackedWidget()
+        self.map_view = MapView()
+        self.planes_view = PlanesView()
+        self.stack.addWidget(self.map_view)
+        self.stack.addWidget(self.planes_view)
+        layout.addWidget(self.stack, 1)
+        self.hover_info = QLabel("Hover a node to see its weights, hits and labels.")
+        self.hover_info.setWordWrap(True)
+        self.hover_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.hover_info)
+        hist = QHBoxLayout()
+        hist.addWidget(QLabel("History"))
+        self.history = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=0)
+        self.history.setToolTip("Replay the map as it learned")
+        self.history_label = QLabel("")
+        hist.addWidget(self.history, 1)
+        hist.addWidget(self.history_label)
+        layout.addLayout(hist)
+        self.view_choice.currentIndexChanged.connect(self.redraw)
+        self.history.valueChanged.connect(self._on_history)
+        self.map_view.hovered.connect(self._on_hover)
+        self.planes_view.hovered.connect(self._on_hover)
+        return box
+
+    def _build_side(self) -> QWidget:
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        self.error_plot = pg.PlotWidget(title="Quantization (QE) and topographic (TE) error")
+        self.error_plot.setBackground("w")
+        self.error_plot.addLegend(offset=(-5, 5))
+        self.error_plot.setLabel("bottom", "fraction of training")
+        self.qe_curve = self.error_plot.plot([], [], pen=pg.mkPen((30, 90, 200), width=2), name="QE")
+        self.te_axis = pg.ViewBox()
+        self.error_plot.showAxis("right")
+        self.error_plot.scene().addItem(self.te_axis)
+        self.error_plot.getAxis("right").linkToView(self.te_axis)
+        self.te_axis.setXLink(self.error_plot.getPlotItem())
+        self.error_plot.getAxis("right").setLabel("TE")
+        self.error_plot.getAxis("left").setLabel("QE")
+        self.te_curve = pg.PlotDataItem([], [], pen=pg.mkPen((220, 90, 30), width=2, style=Qt.PenStyle.DashLine))
+        self.te_axis.addItem(self.te_curve)
+        self.error_plot.getPlotItem().legend.addItem(self.te_curve, "TE (right axis)")
+        self.error_plot.getPlotItem().vb.sigResized.connect(
+            lambda: self.te_axis.setGeometry(self.error_plot.getPlotItem().vb.sceneBoundingRect()))
+        layout.addWidget(self.error_plot, 1)
+        layout.addWidget(QLabel("Samples: click one to light up its best matching unit"))
+        self.sample_list = QListWidget()
+        self.sample_list.currentRowChanged.connect(self._on_sample)
+        layout.addWidget(self.sample_list, 1)
+        return box
+
+    # -- form ------------------------------------------------------------------------------
+    def _on_source_changed(self) -> None:
+        is_csv = self.source.currentData() == CSV_KEY
+        self.csv_row.setVisible(is_csv)
+        self.label_column.setEnabled(is_csv)
+        self.standardize.setEnabled(is_csv)
+        if is_csv:
+            self._fill_label_columns()
+
+    def _on_mode_changed(self) -> None:
+        online = self.mode.currentData() == "online"
+        for w in (self.order, self.lr0, self.lr_end, self.lr_schedule):
+            w.setEnabled(online)
+
+    def _browse_csv(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a CSV file", self.csv_path.text(),
+                                              "CSV files (*.csv *.tsv *.txt);;All files (*)")
+        if path:
+            self.csv_path.setText(path)
+            self._fill_label_columns()
+
+    def _fill_label_columns(self) -> None:
+        current = self.label_column.currentData()
+        self.label_column.clear()
+        self.label_column.addItem("(none)", "")
+        for name in csv_header(self.csv_path.text().strip()):
+            self.label_column.addItem(name, name)
+        idx = self.label_column.findData(current)
+        self.label_column.setCurrentIndex(max(0, idx))
+
+    def make_config(self) -> tuple[somlib.SOMConfig | None, list[str]]:
+        cfg = somlib.SOMConfig(
+            rows=self.rows.value(), cols=self.cols.value(), topology=self.topology.currentData(),
+            toroidal=self.toroidal.isChecked(), neighborhood=self.neighborhood.currentData(),
+            sigma0=self.sigma0.value() or None, sigma_end=self.sigma_end.value(), lr0=self.lr0.value(),
+            lr_end=self.lr_end.value(), lr_schedule=self.lr_schedule.currentData(),
+            sigma_schedule=self.sigma_schedule.currentData(), init=self.init.currentData(),
+            mode=self.mode.currentData(), order=self.order.currentData(), epochs=self.epochs.value(),
+            seed=self.seed.value())
+        problems = cfg.validate()
+        if self.source.currentData() == CSV_KEY and not Path(self.csv_path.text().strip()).is_file():
+            problems.append("Choose a CSV file.")
+        return (None if problems else cfg), problems
+
+    # -- settings ----------------------------------------------------------------------------
+    _WIDGETS = ("rows", "cols", "epochs", "seed", "sigma0", "sigma_end", "lr0", "lr_end")
+    _COMBOS = ("source", "topology", "neighborhood", "mode", "order", "lr_schedule", "sigma_schedule", "init",
+               "view_choice")
+
+    def save_settings(self) -> None:
+        s = self.ctx.settings
+        for name in self._WIDGETS:
+            s.setValue(f"som/{name}", getattr(self, name).value())
+        for name in self._COMBOS:
+            s.setValue(f"som/{name}", getattr(self, name).currentData())
+        s.setValue("som/toroidal", self.toroidal.isChecked())
+        s.setValue("som/csv", self.csv_path.text())
+
+    def load_settings(self) -> None:
+        s = self.ctx.settings
+        for name in self._WIDGETS:
+            raw = s.value(f"som/{name}")
+            if raw is not None:
+                w = getattr(self, name)
+                try:
+                    w.setValue(type(w.value())(float(raw)))
+                except (TypeError, ValueError):
+                    pass
+        for name in self._COMBOS:
+            raw = s.value(f"som/{name}")
+            if raw is not None:
+                combo = getattr(self, name)
+                idx = combo.findData(raw)
+                if idx >= 0:
+                    combo.setCurrentIndex(idx)
+        self.toroidal.setChecked(s.value("som/toroidal", False) in (True, "true"))
+        self.csv_path.setText(s.value("som/csv", "") or "")
+
+    # -- running -----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.job is not None and not self.job.is_done
+
+    def _update_buttons(self) -> None:
+        self.start_button.setEnabled(not self.running)
+        self.stop_button.setEnabled(self.running)
+
+    def start(self) -> None:
+        if self.running:
+            return
+        cfg, problems = self.make_config()
+        if cfg is None:
+            self.form_error.setText("\n".join(problems))
+            return
+        self.form_error.setText("")
+        self.save_settings()
+        self.config = cfg
+        self.snapshots = []
+        self.data = None
+        self.viewer = None
+        self._bmus = None
+        self.history.setMaximum(0)
+        self.qe_curve.setData([], [])
+        self.te_curve.setData([], [])
+        self.map_view.set_grid(cfg.rows, cfg.cols, cfg.topology == "hexagonal")
+        self.progress.setValue(0)
+        self.status.setStyleSheet("")
+        self.status.setText("Loading data…")
+        self.job = self.ctx.pool.submit(
+            train_job, self.source.currentData(), self.csv_path.text().strip(), self.label_column.currentData(),
+            self.standardize.isChecked(), cfg, self.ctx.device, name=f"Train SOM {cfg.rows}x{cfg.cols}",
+            device=self.ctx.device)
+        self.job.results.connect(self._on_results)
+        self.job.progress.connect(self._on_progress)
+        self.job.failed.connect(self._on_failed)
+        self.job.ended.connect(self._on_ended)
+        self._update_buttons()
+
+    def stop(self) -> None:
+        if self.running:
+            self.job.cancel()
+            self.status.setText("Stopping…")
+
+    def _on_progress(self, fraction: float, text: str) -> None:
+        if fraction >= 0:
+            self.progress.setValue(int(fraction * 1000))
+        if text:
+            self.status.setText(text)
+
+    def _on_results(self, items: list) -> None:
+        newest = None
+        for item in items:
+            if isinstance(item, som_data.SOMData):
+                self._on_data(item)
+            elif isinstance(item, somlib.SOMSnapshot):
+                self.snapshots.append(item)
+                newest = item
+        if newest is not None:
+            xs = [s.fraction for s in self.snapshots]
+            self.qe_curve.setData(xs, [s.qe for s in self.snapshots])
+            self.te_curve.setData(xs, [s.te for s in self.snapshots])
+            self.history.blockSignals(True)
+            self.history.setMaximum(len(self.snapshots) - 1)
+            self.history.setValue(len(self.snapshots) - 1)
+            self.history.blockSignals(False)
+            self._show_snapshot(newest)
+
+    def _on_data(self, data: som_data.SOMData) -> None:
+        self.data = data
+        self.sample_list.clear()
+        n = min(len(data.x), SAMPLE_LIST_MAX)
+        names = data.label_names or []
+        for i in range(n):
+            label = ""
+            if data.labels is not None:
+                k = int(data.labels[i])
+                label = names[k] if 0 <= k < len(names) else str(k)
+            self.sample_list.addItem(f"#{i}  {label}")
+        self.status.setText(f"{data.name}: {len(data.x):,} samples x {data.x.shape[1]} features")
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setStyleSheet("color: #c62828")
+        self.status.setText(message)
+
+    def _on_ended(self, state: str) -> None:
+        if state == "finished" and self.snapshots:
+            s = self.snapshots[-1]
+            self.status.setText(f"Done: QE {s.qe:.4f}, TE {s.te:.3f} after {s.epoch} epochs. "
+                                "Drag the history slider to replay.")
+            self.progress.setValue(1000)
+        elif state == "cancelled":
+            self.status.setText("Stopped; the map so far is shown.")
+        self._update_buttons()
+
+    # -- drawing -------------------------------------------------------------------------------
+    def _on_history(self, index: int) -> None:
+        if 0 <= index < len(self.snapshots):
+            self._show_snapshot(self.snapshots[index])
+
+    def _show_snapshot(self, snap: somlib.SOMSnapshot) -> None:
+        cfg = self.config
+        if self.viewer is None:
+            self.viewer = somlib.SOM(cfg, snap.weights.shape[-1])
+        self.viewer.set_weights(snap.weights.reshape(-1, snap.weights.shape[-1]))
+        self._bmus = None
+        self.history_label.setText(f"{self.snapshots.index(snap) + 1}/{len(self.snapshots)} · epoch "
+                                   f"{snap.epoch} · QE {snap.qe:.3f} · TE {snap.te:.3f}")
+        self.redraw()
+
+    def bmus(self) -> np.ndarray | None:
+        """Best matching unit of every sample under the map shown (cached per snapshot)."""
+        if self._bmus is None and self.viewer is not None and self.data is not None:
+            self._bmus = np.asarray(self.viewer.bmu(self.data.x)).reshape(-1)
+        return self._bmus
+
+    def redraw(self) -> None:
+        view = self.view_choice.currentData()
+        som, data, cfg = self.viewer, self.data, self.config
+        if som is None or cfg is None:
+            return
+        hexagonal = cfg.topology == "hexagonal"
+        self.map_view.set_grid(cfg.rows, cfg.cols, hexagonal)
+        if view == "planes":
+            names = (data.feature_names if data is not None else None) or []
+            self.planes_view.show_planes(som.component_planes(), names, hexagonal)
+            self.stack.setCurrentWidget(self.planes_view)
+            return
+        self.stack.setCurrentWidget(self.map_view)
+        if view == "umatrix":
+            self.map_view.show_values(som.u_matrix(), "U-matrix: mean distance to neighbours (light = border)")
+        elif view == "hits" and data is not None:
+            self.map_view.show_values(som.hits(data.x), "Hits: samples per node", texts=True)
+        elif view == "labels" and data is not None and data.labels is not None:
+            names = data.label_names or [str(k) for k in range(int(data.labels.max()) + 1)]
+            self.map_view.show_categories(som.label_map(data.x, data.labels), names,
+                                          "Label map: majority label per node")
+        elif view == "labels":
+            self.map_view.show_values(som.u_matrix(), "No labels in this data set: U-matrix shown")
+        elif view == "prototypes":
+            self._draw_prototypes(som, data)
+
+    def _draw_prototypes(self, som: somlib.SOM, data) -> None:
+        w = som.weights_grid()
+        shape = getattr(data, "image_shape", None) if data is not None else None
+        if shape is not None and int(np.prod(shape)) == w.shape[-1]:
+            self.map_view.show_images(w.reshape(w.shape[0], w.shape[1], *shape),
+                                      "Prototypes: each node's weights as an image")
+        elif data is not None and data.name.lower().startswith("rgb") and w.shape[-1] == 3:
+            self.map_view.show_rgb(w, "Prototypes: each node's colour")
+        else:
+            self.map_view.show_curves(w, "Prototypes: each node's weights as a curve")
+
+    # -- mouse ---------------------------------------------------------------------------------
+    def _on_hover(self, node: int) -> None:
+        if node < 0 or self.viewer is None:
+            return
+        cfg = self.config
+        r, c = divmod(node, cfg.cols)
+        w = self.viewer.weights_grid()[r, c]
+        text = f"Node ({r}, {c})"
+        bmus = self.bmus()
+        if bmus is not None:
+            members = np.flatnonzero(bmus == node)
+            text += f" · {len(members)} hits"
+            if self.data.labels is not None and len(members):
+                names = self.data.label_names or []
+                labels, counts = np.unique(self.data.labels[members], return_counts=True)
+                order = np.argsort(-counts)[:4]
+                text += " · labels " + ", ".join(
+                    f"{names[int(labels[k])] if int(labels[k]) < len(names) else labels[k]}×{counts[k]}" for k in order)
+        names = (self.data.feature_names if self.data is not None else None) or []
+        shown = ", ".join(f"{(names[i] if i < len(names) else f'x{i}')}={w[i]:.3g}" for i in range(min(8, len(w))))
+        text += f"\nweights: {shown}" + (" …" if len(w) > 8 else "")
+        self.hover_info.setText(text)
+
+    def _on_sample(self, row: int) -> None:
+        bmus = self.bmus()
+        if row < 0 or bmus is None or row >= len(bmus):
+            self.map_view.set_highlight(None)
+            return
+        self.map_view.set_highlight(int(bmus[row]))
+        if self.stack.currentWidget() is not self.map_view:
+            self.view_choice.setCurrentIndex(self.view_choice.findData("umatrix"))
+        r, c = divmod(int(bmus[row]), self.config.cols)
+        self.hover_info.setText(f"Sample #{row}: best matching unit ({r}, {c})")
+
+    def export_png(self, path: str | None = None) -> str | None:
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export the view as PNG", "som.png", "PNG images (*.png)")
+        if not path:
+            return None
+        widget = self.stack.currentWidget()
+        if not widget.grab().save(path, "PNG"):
+            self.status.setText(f"Could not write {path}")
+            return None
+        self.ctx.show_message(f"Saved {path}")
+        return path
