@@ -18,7 +18,11 @@ error with only the 4 edge neighbours counted as adjacent. Times are the median 
 ``--repeats`` runs after a warm-up, training only (for ours: the whole ``fit`` call,
 including setup and the final snapshot's QE/TE; snapshots=0 so no intermediate ones).
 
-Usage:  python benchmarks/som_vs_minisom.py [--repeats 5] [--device cpu|cuda] [--size 30]
+Torch gets the app's thread setting (``playground.devices.configure_torch_threads``:
+one thread per core but one, left to the GUI) unless ``--threads`` says otherwise.
+MiniSom is plain numpy and runs its training loop on one core either way.
+
+Usage:  python benchmarks/som_vs_minisom.py [--repeats 5] [--device cpu|cuda] [--size 30] [--threads N]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from minisom import MiniSom
 from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from playground.devices import configure_torch_threads  # noqa: E402
 from playground.ml.som import SOM, SOMConfig, fit  # noqa: E402
 
 GOAL_SPEEDUP = 10.0
@@ -74,7 +79,12 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--modes", default="online,batch")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: as the app sets them)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    else:
+        configure_torch_threads()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here; run with --device cpu.", file=sys.stderr)
         return 2

@@ -72,12 +72,13 @@ class JobWidget(QWidget):
         job.stateChanged.connect(self._on_state)
 
     def _on_progress(self, fraction: float, text: str) -> None:
-        if fraction < 0:
-            self.bar.setRange(0, 0)
-        else:
+        if fraction >= 0:
             self.bar.setRange(0, 1000)
             self.bar.setValue(int(fraction * 1000))
-        self.setToolTip(text)
+        elif self.bar.maximum() == 1000:
+            pass  # an unknown fraction after a known one: keep showing the known one
+        if text:
+            self.setToolTip(text)
 
     def _on_state(self, state: str) -> None:
         self.label.setText(f"{self.job.name} (paused)" if state == "paused" else self.job.name)

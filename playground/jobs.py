@@ -13,8 +13,8 @@ How the pieces fit:
 
 * **Coalescing.** The worker appends to a locked buffer and emits one queued
   ``wake`` signal when the buffer goes from idle to busy. The GUI thread drains the
-  whole buffer at once, and at most about 30 times a second, so a job yielding 10,000
-  points a second costs the GUI 30 small batches, not 10,000 events.
+  whole buffer at once, and at most 20 times a second, so a job yielding 10,000
+  points a second costs the GUI 20 small batches, not 10,000 events.
 * **Cancellation** is cooperative: the worker checks the job's flag at every yield and
   closes the generator (``GeneratorExit`` at its ``yield``). A job that yields every
   0.1 s stops within about 0.1 s. Long inner loops can poll :func:`should_stop`.
@@ -47,7 +47,7 @@ from .progress import Progress
 log = logging.getLogger(__name__)
 
 #: Fewest milliseconds between two deliveries of one job's results to the GUI.
-DELIVERY_INTERVAL_MS = 33
+DELIVERY_INTERVAL_MS = 50
 
 QUEUED, RUNNING, PAUSED, FINISHED, FAILED, CANCELLED = (
     "queued", "running", "paused", "finished", "failed", "cancelled")
@@ -118,7 +118,7 @@ class Job(QObject):
     """
 
     progress = Signal(float, str)
-    results = Signal(list)
+    results = Signal(object)  # a list; `object` passes it through without conversion
     finished = Signal(object)
     failed = Signal(str)
     cancelled = Signal()
@@ -267,7 +267,7 @@ class Job(QObject):
 
     @Slot()
     def _deliver(self) -> None:
-        """Drain the worker's buffer on the GUI thread, at most ~30 times a second."""
+        """Drain the worker's buffer on the GUI thread, at most 20 times a second."""
         if self._delivery_scheduled:
             return
         wait_ms = DELIVERY_INTERVAL_MS - (time.monotonic() - self._last_delivery) * 1000

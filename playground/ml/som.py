@@ -75,7 +75,7 @@ INITS = ("random", "samples", "pca")
 MODES = ("online", "batch")
 ORDERS = ("random", "sweep")
 
-MIN_SIDE, MAX_SIDE = 2, 100
+MIN_SIDE, MAX_SIDE = 1, 100  # a side of 1 makes a 1-D map (a chain); the map needs 2 nodes or more
 HEX_ROW_SPACING = math.sqrt(3) / 2
 METRIC_SAMPLE = 2000  # QE/TE of snapshots use at most this many samples
 YIELD_EVERY_S = 0.1  # the training generator yields at least this often
@@ -126,6 +126,8 @@ class SOMConfig:
             v = getattr(self, name)
             if not (is_int(v) and MIN_SIDE <= v <= MAX_SIDE):
                 bad.append(f"The number of {name} must be a whole number from {MIN_SIDE} to {MAX_SIDE} (got {v!r}).")
+        if not bad and self.rows * self.cols < 2:
+            bad.append("The map needs at least 2 nodes.")
         choices = {"topology": TOPOLOGIES, "neighborhood": NEIGHBORHOODS, "lr_schedule": SCHEDULES,
                    "sigma_schedule": SCHEDULES, "init": INITS, "mode": MODES, "order": ORDERS}
         for name, allowed in choices.items():
@@ -462,9 +464,10 @@ class SOM:
         for a in range(2):
             if np.abs(axes[a]).max() > 0:
                 axes[a] *= np.sign(axes[a][np.argmax(np.abs(axes[a]))])
-        # Plane coordinates of the nodes, scaled to [-1, 1] along each map side.
+        # Plane coordinates of the nodes, scaled to [-1, 1] along each map side (0 on a side of one node).
         xy = self.grid.xy
-        u = (xy - xy.min(axis=0)) / np.maximum(np.ptp(xy, axis=0), 1e-12) * 2 - 1
+        extent = np.ptp(xy, axis=0)
+        u = np.where(extent > 0, (xy - xy.min(axis=0)) / np.where(extent > 0, extent, 1.0) * 2 - 1, 0.0)
         along_cols, along_rows = u[:, 0], u[:, 1]
         first, second = (along_cols, along_rows) if self.config.cols >= self.config.rows else (along_rows, along_cols)
         spread = math.sqrt(3.0)
@@ -494,11 +497,7 @@ class SOM:
 
     def quantization_error(self, x) -> float:
         """Mean Euclidean distance from each sample to its BMU's weights."""
-        t = self._tensor(x)
-        if t.shape[0] == 0:
-            return float("nan")
-        b = torch.from_numpy(self.bmu(t)).to(self.device)
-        return float((t - self.weights[b]).norm(dim=1).mean())
+        return self.quality(x)[0]
 
     def topographic_error(self, x, diagonals: bool = True) -> float:
         """Share of samples whose best and second-best nodes are not adjacent.
@@ -506,13 +505,19 @@ class SOM:
         Adjacent: the 8 surrounding nodes on a rectangular grid (diagonals included, as in
         MiniSom) or the 6 on a hexagonal one; ``diagonals=False`` uses 4 on a rectangular grid.
         """
+        return self.quality(x, diagonals)[1]
+
+    def quality(self, x, diagonals: bool = True) -> tuple[float, float]:
+        """(quantization error, topographic error) from one search for the two best nodes."""
         t = self._tensor(x)
         if t.shape[0] == 0:
-            return float("nan")
+            return float("nan"), float("nan")
         best2 = self.bmu(t, k=2)
+        bmu = torch.from_numpy(best2[:, 0]).to(self.device)
+        qe = float((t - self.weights[bmu]).norm(dim=1).mean())
         table = self.grid.neighbour_table if diagonals else self.grid.edge_neighbour_table
         adjacent = (table[best2[:, 0]] == best2[:, 1:2]).any(axis=1)
-        return float(1.0 - adjacent.mean())
+        return qe, float(1.0 - adjacent.mean())
 
     # -- maps for display -------------------------------------------------------
     def u_matrix(self, diagonals: bool = True) -> np.ndarray:
@@ -649,8 +654,8 @@ def train(data, config: SOMConfig, should_stop: Callable[[], bool] | None = None
         except StopIteration:
             break
         if isinstance(event, dict):  # a snapshot request: the run has updated som.weights
-            yield SOMSnapshot(weights=som.weights_grid(), qe=som.quantization_error(probe_t),
-                              te=som.topographic_error(probe_t), **event)
+            qe, te = som.quality(probe_t)
+            yield SOMSnapshot(weights=som.weights_grid(), qe=qe, te=te, **event)
         else:
             yield event
     return som
@@ -676,8 +681,8 @@ def _train_batch(som: SOM, x: np.ndarray, config: SOMConfig, stop) -> Generator:
     as H^T S with S the per-node sums of samples and H the neighbourhood rows of the
     nodes that were hit (in chunks, so memory stays small on large maps). Nodes that
     get no weight at all (possible with 'bubble' and 'triangle') keep their weights.
-    The learning rate plays no part in batch mode. The radius schedule runs from the
-    first epoch (sigma0) to the last (sigma_end).
+    The learning rate plays no part in batch mode. Epoch e uses the radius at its start,
+    sigma(e / epochs), as online training would.
     """
     grid, dev = som.grid, som.device
     t = som._tensor(x)
@@ -688,7 +693,7 @@ def _train_batch(som: SOM, x: np.ndarray, config: SOMConfig, stop) -> Generator:
     every = max(1, math.ceil(epochs / config.snapshots)) if config.snapshots > 0 else epochs + 1
     last_yield = time.perf_counter()
     for e in range(epochs):
-        p = e / (epochs - 1) if epochs > 1 else 1.0
+        p = e / epochs  # as online: each epoch takes the values at its start
         sigma = float(schedule(config.sigma_schedule, config.start_sigma, config.sigma_end, p))
         b = torch.from_numpy(som.bmu(t)).to(dev)
         counts = torch.bincount(b, minlength=som.n_nodes).to(torch.float32)
@@ -747,8 +752,7 @@ def _train_online(som: SOM, x: np.ndarray, config: SOMConfig, rng: np.random.Gen
     n = len(x)
     total = config.epochs * n
     order = _SampleOrder(n, config.order, rng)
-    xd = x.astype(np.float64)
-    w = som.weights.detach().cpu().numpy().astype(np.float64)
+    w = som.weights.detach().cpu().numpy()
     every = max(1, math.ceil(total / config.snapshots)) if config.snapshots > 0 else total
     next_snap = min(every, total)
     chunk = ONLINE_BLOCK * 4  # grows to ~YIELD_EVERY_S / 2 of work once the speed is known
@@ -761,14 +765,14 @@ def _train_online(som: SOM, x: np.ndarray, config: SOMConfig, rng: np.random.Gen
         sigma = schedule(config.sigma_schedule, config.start_sigma, config.sigma_end, steps / total)
         t0 = time.perf_counter()
         with limiter():
-            w = _online_steps(w, xd, order.take(s, end), alpha, sigma, som.grid, config.neighborhood)
+            w = _online_steps(w, x, order.take(s, end), alpha, sigma, som.grid, config.neighborhood)
         elapsed = time.perf_counter() - t0
         chunk = int(np.clip((end - s) * (0.5 * YIELD_EVERY_S) / max(elapsed, 1e-6), ONLINE_BLOCK, 1 << 20))
         s = end
         stopping = s < total and stop()
         yield Progress(s / total, f"Online step {s:,} / {total:,} (epoch {min(s // n + 1, config.epochs)} / {config.epochs})")
         if s == next_snap or s == total or stopping:
-            som.weights = torch.from_numpy(w.astype(np.float32)).to(som.device)
+            som.weights = torch.from_numpy(w.copy()).to(som.device)
             yield {"step": s, "epoch": s // n, "fraction": s / total,
                    "sigma": float(sigma[-1]), "lr": float(alpha[-1])}
             next_snap = min(next_snap + every, total)
@@ -795,104 +799,122 @@ def _single_thread_blas():
 
 def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.ndarray,
                   sigma: np.ndarray, grid: Grid, kind: str) -> np.ndarray:
-    """Apply the online rule for the samples ``x[order]``, returning the new weights.
+    """Apply the online rule for the samples ``x[order]`` to weights ``w`` (N, dim); return the new weights.
 
     Exact, but lazy. Write one step as W_v <- (1 - h_v) W_v + h_v x with h_v = alpha *
     theta(u, v). Over a block of steps k = 0, 1, ... every node stays of the form
 
-        W_v = Q_v * (W0_v + sum_k B_kv x_k),   Q_v = prod_k (1 - h_kv),   B_kv = h_kv / Q_v(after k)
+        W_v = Q_v * (W0_v + sum_k B_kv x_k),   Q_v = prod_k (1 - h_kv),   B_kv = h_kv / Q_v(after step k)
 
-    so a step needs only numbers per node: the BMU search wants x.W_v and ||W_v||^2, and
+    so one step needs only numbers per node (length N), never the (N, dim) weights:
 
-        x.W_v      = Q_v * m_v,   m_v = x.W0_v + sum_{j<k} B_jv (x.x_j)   (P and G below)
-        ||W_v||^2  = Q_v^2 * 2 V_v, V_v = ||W0_v + sum B x||^2 / 2, updated with m_v.
+        x_k . W_v   = Q_v m_v,   m_v = x_k . W0_v + sum_{j<k} B_jv (x_k . x_j)
+        ||W_v||^2/2 = Q_v S_v,   S_v = Q_v ||W0_v + sum_j B_jv x_j||^2 / 2.
 
-    At the end of the block the weights are rebuilt with one matrix product. Blocks stop
-    short of any step whose learning rate is ~1 (1 - h could be 0); such a step is done
-    directly.
+    The BMU minimises ||x - W_v||^2/2 - ||x||^2/2 = Q_v (S_v - m_v) = Q_v D_v, and the
+    step turns S into (1 - h) S + h (m + B_k ||x_k||^2/2) = S + h (B_k ||x_k||^2/2 - D).
+    The products
+    x_k . W0_v (P) and x_k . x_j (G) take one matrix product per block, and so does
+    rebuilding the weights at its end. The big products run in float32 (the weights'
+    precision), the per-node numbers in float64. A block ends before Q can get tiny (B
+    is divided by it) and before any step whose learning rate is ~1 (1 - h could be 0);
+    such a step is done directly.
+
+    The gaussian is separable, theta = exp(-c dy^2) exp(-c dx^2), so its h is an outer
+    product of two short profiles (per block: one exp over the row offsets, one over the
+    column offsets). On a hex grid, rows of the other parity than the BMU's sit half a
+    step to the side, so they take a second column profile, of half-step offsets.
     """
-    n_nodes = grid.n_nodes
-    rows, cols = grid.rows, grid.cols
-    gaussian = kind == "gaussian"
+    n_nodes, rows, cols = grid.n_nodes, grid.rows, grid.cols
+    gaussian, hexagonal = kind == "gaussian", grid.hexagonal
     if gaussian:
-        # theta = exp(-c dy^2) * exp(-c dx^2): one profile per axis, offsets as in Grid.
-        di = np.arange(-(rows - 1), rows)
-        dy2 = grid._wrap(di, rows) ** 2.0 * (0.75 if grid.hexagonal else 1.0)  # (sqrt(3)/2)^2 exactly
-        half = np.arange(-(2 * cols - 1), 2 * cols)  # twice the x offset, in half steps
-        dx2 = (grid._wrap(half, 2 * cols) / 2.0) ** 2
-        neg_c = -0.5 / sigma**2
+        di = np.arange(-(rows - 1), rows)  # row offsets; index rows-1+di
+        dy2 = grid._wrap(di, rows) ** 2.0 * (0.75 if hexagonal else 1.0)  # (sqrt(3)/2)^2 = 0.75 exactly
+        dj = np.arange(-(cols - 1), cols)  # column offsets; index cols-1+dj
+        dx2_same = grid._wrap(dj, cols) ** 2.0
+        dj_half = np.arange(-cols, cols) + 0.5  # half-step offsets t+0.5; index cols+t
+        dx2_other = grid._wrap(dj_half, cols) ** 2.0
+        # float32 for the profiles: numpy's float32 exp is several times faster
+        dy2, dx2_same, dx2_other = (a.astype(np.float32) for a in (dy2, dx2_same, dx2_other))
+        neg_c = (-0.5 / sigma**2).astype(np.float32)
+        alpha32 = alpha.astype(np.float32)
+    w = np.ascontiguousarray(w, dtype=np.float32)
     q = np.empty(n_nodes)
+    s_half = 0.5 * np.einsum("ij,ij->i", w, w, dtype=np.float64)  # S = ||W||^2/2 while Q = 1
     b = np.empty((ONLINE_BLOCK, n_nodes))
+    b_rows = list(b)
     m = np.empty(n_nodes)
-    score = np.empty(n_nodes)
+    d = np.empty(n_nodes)
+    tmp = np.empty(n_nodes)
     one_minus_h = np.empty(n_nodes)
     h_grid = np.empty((rows, cols))
     h = h_grid.reshape(-1)
-    v_half = 0.5 * np.einsum("ij,ij->i", w, w)  # V at the start of a block (Q = 1, B = 0)
+    dot, multiply, subtract, divide = np.dot, np.multiply, np.subtract, np.divide
     n_steps = len(order)
     s = 0
     while s < n_steps:
         if alpha[s] > 1.0 - 1e-6:  # the lazy form divides by 1 - h: do this step directly
             xs = x[order[s]]
-            d2 = np.einsum("ij,ij->i", w - xs, w - xs)
-            u = int(d2.argmin())
-            hh = alpha[s] * neighborhood_weights(kind, grid.d2_from(u), grid.steps_from(u), sigma[s])
-            w = w + hh[:, None] * (xs - w)
-            v_half = 0.5 * np.einsum("ij,ij->i", w, w)
+            u = int(np.einsum("ij,ij->i", w - xs, w - xs).argmin())
+            theta = neighborhood_weights(kind, grid.d2_from(u), grid.steps_from(u), sigma[s])
+            w = (w + (alpha[s] * theta)[:, None] * (xs - w)).astype(np.float32)
+            s_half = 0.5 * np.einsum("ij,ij->i", w, w, dtype=np.float64)
             s += 1
             continue
-        # The block ends before a step with alpha ~ 1, and before Q (>= prod(1 - alpha))
-        # gets so small that B = h / Q could overflow when squared.
         ahead = alpha[s : s + ONLINE_BLOCK]
-        fine = (ahead <= 1.0 - 1e-6) & (np.cumprod(1.0 - ahead) > 1e-60)
-        end = s + (int(np.argmin(fine)) if not fine.all() else len(ahead))
+        fine = (ahead <= 1.0 - 1e-6) & (np.cumprod(1.0 - ahead) > 1e-25)
+        end = s + (len(ahead) if fine.all() else int(np.argmin(fine)))
         xb = x[order[s:end]]  # (K, dim)
-        p = xb @ w.T  # (K, N): x_k . W0_v
-        g = xb @ xb.T  # (K, K): x_k . x_j
-        x_half = (0.5 * np.einsum("ij,ij->i", xb, xb)).tolist()
+        p_rows = list((xb @ w.T).astype(np.float64))  # (K, N): x_k . W0_v
+        g = (xb @ xb.T).astype(np.float64)  # (K, K): x_k . x_j
+        g_rows = list(g)
+        x_half = (0.5 * np.diag(g)).tolist()  # ||x_k||^2 / 2
         if gaussian:
-            ey = np.exp(dy2[None, :] * neg_c[s:end, None]) * alpha[s:end, None]  # alpha folded in
-            ex = np.exp(dx2[None, :] * neg_c[s:end, None])
+            c = neg_c[s:end, None]
+            ey_rows = list(np.exp(dy2 * c) * alpha32[s:end, None])  # alpha folded in
+            ex_rows = list(np.exp(dx2_same * c))
+            ex_other_rows = list(np.exp(dx2_other * c)) if hexagonal else None
         q.fill(1.0)
         for k in range(end - s):
-            # m = x_k . (W0 + sum_{j<k} B_j x_j), then the BMU of ||x||^2/2 - Q m + Q^2 V.
+            # m = x_k . (W0 + sum_{j<k} B_j x_j); the BMU minimises Q D, D = S - m
             if k:
-                np.dot(g[k, :k], b[:k], out=m)
-                m += p[k]
+                dot(g_rows[k][:k], b[:k], out=m)
+                m += p_rows[k]
             else:
-                m[:] = p[0]
-            np.multiply(q, v_half, out=score)
-            score -= m
-            score *= q
-            u = int(score.argmin())
+                m[:] = p_rows[0]
+            subtract(s_half, m, out=d)
+            multiply(q, d, out=tmp)
+            iu, ju = divmod(int(tmp.argmin()), cols)
             # h = alpha * theta(u, .) on the (rows, cols) grid
-            iu, ju = divmod(u, cols)
             if gaussian:
-                row_part = ey[k, rows - 1 - iu : 2 * rows - 1 - iu]
-                x0 = 2 * cols - 1 - 2 * ju  # half-step index of dx = 0 at column 0
-                if grid.hexagonal:
+                ey = ey_rows[k][rows - 1 - iu : 2 * rows - 1 - iu, None]
+                ex = ex_rows[k][cols - 1 - ju : 2 * cols - 1 - ju]
+                if hexagonal:
                     pu = iu % 2
-                    shift = 1 if pu == 0 else -1  # rows of the other parity sit half a step over
-                    np.multiply.outer(row_part[pu::2], ex[k, x0 : x0 + 2 * cols - 1 : 2], out=h_grid[pu::2])
-                    np.multiply.outer(row_part[1 - pu :: 2], ex[k, x0 + shift : x0 + shift + 2 * cols - 1 : 2],
-                                      out=h_grid[1 - pu :: 2])
+                    start = cols - ju - pu
+                    multiply(ey[pu::2], ex, out=h_grid[pu::2])
+                    multiply(ey[1 - pu :: 2], ex_other_rows[k][start : start + cols], out=h_grid[1 - pu :: 2])
                 else:
-                    np.multiply.outer(row_part, ex[k, x0 : x0 + 2 * cols - 1 : 2], out=h_grid)
+                    multiply(ey, ex, out=h_grid)
             else:
-                theta = neighborhood_weights(kind, grid.window(grid.d2_table, u), grid.window(grid.steps_table, u),
-                                             sigma[s + k])
-                np.multiply(theta, alpha[s + k], out=h_grid)
-            # Q <- Q (1 - h);  B_k = h / Q;  V <- V + B_k m + B_k^2 ||x||^2 / 2
-            np.subtract(1.0, h, out=one_minus_h)
+                u = iu * cols + ju
+                theta = neighborhood_weights(kind, grid.window(grid.d2_table, u),
+                                             grid.window(grid.steps_table, u), sigma[s + k])
+                multiply(theta, alpha[s + k], out=h_grid)
+            # Q <- Q (1 - h);  B_k = h / Q;  S <- S + h (B_k ||x_k||^2 / 2 - D)
+            subtract(1.0, h, out=one_minus_h)
             q *= one_minus_h
-            bk = b[k]
-            np.divide(h, q, out=bk)
-            np.multiply(bk, x_half[k], out=score)
-            score += m
-            score *= bk
-            v_half += score
-        k_n = end - s
-        w = q[:, None] * (w + b[:k_n].T @ xb)
-        v_half *= q * q
+            bk = b_rows[k]
+            divide(h, q, out=bk)
+            multiply(bk, x_half[k], out=tmp)
+            tmp -= d
+            tmp *= h
+            s_half += tmp
+        # Rebuild the weights; S becomes Q S = ||W||^2 / 2 for the next block (Q = 1 again).
+        rebuilt = b[: end - s].T.astype(np.float32) @ xb
+        rebuilt += w
+        rebuilt *= q[:, None].astype(np.float32)
+        w = rebuilt
+        s_half *= q
         s = end
     return w

@@ -26,7 +26,7 @@ from ..ml.training.data import DATASETS, IMAGE_FOLDER
 from ..ml.training.models import MODELS
 from ..ml.training.trainer import (OPTIMIZERS, SCHEDULES, Diverged, EpochPictures, EpochPoint, RunStarted,
                                    StepPoint, TrainConfig, train)
-from ..widgets.pictures import ConfusionView, FilterGrid, SampleGrid
+from ..widgets.pictures import ConfusionView, FilterGrid, PaintMeter, SampleGrid, metered
 
 #: Which models fit each built-in data set before it is loaded (sequences vs images).
 SEQUENCE_DATASETS = {"mnist1d"}
@@ -72,6 +72,12 @@ class Series:
         return self._data[:self.n]
 
 
+class MeteredGraphics(pg.GraphicsLayoutWidget):
+    """pyqtgraph's layout widget, with its painting time counted in :class:`PaintMeter`."""
+
+    paintEvent = metered(pg.GraphicsLayoutWidget.paintEvent)
+
+
 class RunCurves:
     """One run's data and its curves in every plot."""
 
@@ -111,16 +117,23 @@ class RunCurves:
         for k in self.EPOCH_KEYS:
             self.epochs[k].extend([p[k] for p in points])
 
-    def redraw(self, xkey: str, smoothing: float) -> None:
+    #: The curves drawn in each plot (a live refresh redraws one plot at a time).
+    PLOT_ITEMS = {"loss": ("loss_raw", "loss"), "val": ("val_loss",), "acc": ("val_acc", "train_acc"),
+                  "lr": ("lr",), "grad": ("grad_norm",)}
+
+    def redraw(self, xkey: str, smoothing: float, plot: str | None = None) -> None:
+        """Give the curves their data (every plot's, or only ``plot``'s)."""
+        names = self.PLOT_ITEMS[plot] if plot else [n for group in self.PLOT_ITEMS.values() for n in group]
         xs, xe = self.steps[xkey].values, self.epochs[xkey].values
-        loss = self.steps["loss"].values
-        self.items["loss_raw"].setData(xs, loss)
-        self.items["loss"].setData(xs, ema(loss, smoothing))
-        self.items["lr"].setData(xs, self.steps["lr"].values)
-        self.items["grad_norm"].setData(xs, self.steps["grad_norm"].values)
-        self.items["val_loss"].setData(xe, self.epochs["val_loss"].values)
-        self.items["val_acc"].setData(xe, self.epochs["val_acc"].values)
-        self.items["train_acc"].setData(xe, self.epochs["train_acc"].values)
+        for name in names:
+            if name == "loss_raw":
+                self.items[name].setData(xs, self.steps["loss"].values)
+            elif name == "loss":
+                self.items[name].setData(xs, ema(self.steps["loss"].values, smoothing))
+            elif name in self.steps:
+                self.items[name].setData(xs, self.steps[name].values)
+            else:
+                self.items[name].setData(xe, self.epochs[name].values)
 
     def set_visible(self, visible: bool) -> None:
         for item in self.items.values():
@@ -135,11 +148,13 @@ class RunCurves:
 
 class TrainingPanel(QWidget):
     COLUMNS = ["", "Name", "Data set", "Model", "Best val acc", "Status"]
-    #: Live curves are redrawn at most every REDRAW_MS, and less often when drawing is slow:
-    #: drawing runs Python on the GUI thread, which competes with the training thread for the
-    #: GIL, so the redraw interval is stretched to keep drawing under DRAW_DUTY of the time.
+    #: While a run is live, points are stored as they arrive and drawn by a timer, at most
+    #: every REDRAW_MS and less often when drawing is slow: the GUI thread shares the GIL
+    #: with the training thread, so the interval stretches to keep the time spent drawing
+    #: (measured by PaintMeter) under DRAW_DUTY of the wall time.
     REDRAW_MS = 250
-    DRAW_DUTY = 0.03
+    MAX_REDRAW_MS = 3000
+    DRAW_DUTY = 0.02
 
     def __init__(self, ctx) -> None:
         super().__init__()
@@ -152,8 +167,14 @@ class TrainingPanel(QWidget):
         self._pending_steps: list[dict] = []
         self._color_index = 0
         self._dirty = False
+        self._pending_pictures: EpochPictures | None = None
+        self._pending_status = ""
+        self._paint_mark = PaintMeter.total
+        self._refresh_cost = 0.0
+        self._plot_order = list(RunCurves.PLOT_ITEMS)
+        self._plot_turn = 0
         self.redraw_timer = QTimer(self, interval=self.REDRAW_MS)
-        self.redraw_timer.timeout.connect(self._redraw_current)
+        self.redraw_timer.timeout.connect(self._refresh)
         self._build()
         self.load_settings()
         self.refresh_runs()
@@ -289,7 +310,7 @@ class TrainingPanel(QWidget):
         layout.addLayout(controls)
 
         pg.setConfigOptions(antialias=False, background="w", foreground="k")
-        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics = MeteredGraphics()
         layout.addWidget(self.graphics)
         g = self.graphics
         self.plots = {
@@ -301,6 +322,9 @@ class TrainingPanel(QWidget):
         }
         for plot in self.plots.values():
             plot.showGrid(x=False, y=True, alpha=0.2)
+            # A fixed axis width: otherwise new tick labels resize the plots, and every
+            # resize repaints all of them.
+            plot.getAxis("left").setWidth(52)
         self.plots["loss"].addLegend(offset=(-10, 10))
         self.plots["acc"].setYRange(0, 1, padding=0.02)
         self.smoothing.valueChanged.connect(self._on_smoothing)
@@ -523,7 +547,7 @@ class TrainingPanel(QWidget):
                 steps, epochs = [], []
                 self._on_run_started(item)
             elif isinstance(item, EpochPictures):
-                self._on_pictures(item)
+                self._pending_pictures = item
             elif isinstance(item, Diverged):
                 self._flush(steps, epochs)
                 steps, epochs = [], []
@@ -533,8 +557,9 @@ class TrainingPanel(QWidget):
                 self.status.setText(item.message)
                 self.ctx.show_message(item.message, 15000)
         self._flush(steps, epochs)
-        if self.current is not None and self.total_steps:
-            self.progress.setValue(int(1000 * self.current.steps["step"].n / self.total_steps))
+        self._dirty = True
+        if not self.redraw_timer.isActive():
+            self.redraw_timer.start()
 
     def _flush(self, steps: list[dict], epochs: list[dict]) -> None:
         if self.current is None or not (steps or epochs):
@@ -544,24 +569,39 @@ class TrainingPanel(QWidget):
         if epochs:
             self.current.add_epochs(epochs)
             last = epochs[-1]
-            self.status.setText(f"Epoch {last['epoch']}: val acc {last['val_acc']:.1%}, "
-                                f"val loss {last['val_loss']:.4f}")
-        self._dirty = True
-        if not self.redraw_timer.isActive():
-            self.redraw_timer.start()
+            self._pending_status = (f"Epoch {last['epoch']}: val acc {last['val_acc']:.1%}, "
+                                    f"val loss {last['val_loss']:.4f}")
 
-    def _redraw_current(self) -> None:
-        """Redraw the live run's curves (on a timer: plots cost the GUI thread, and it shares the GIL)."""
+    def _refresh(self) -> None:
+        """Draw what arrived since the last refresh: curves, progress, status, pictures."""
+        # What the last refresh cost: its own Python time plus the paints that followed it.
+        spent = self._refresh_cost + (PaintMeter.total - self._paint_mark)
+        t0 = time.perf_counter()
         if self._dirty and self.current is not None:
-            self._dirty = False
-            t0 = time.perf_counter()
-            self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
-            self._fit_lr_axis()
-            self.graphics.viewport().repaint()  # paint now, so its cost can be measured
-            cost_ms = (time.perf_counter() - t0) * 1000
-            self.redraw_timer.setInterval(int(min(3000, max(self.REDRAW_MS, cost_ms / self.DRAW_DUTY))))
+            # One plot per tick, in turn: a paint of one plot is short, so the event loop never
+            # waits long, whereas a paint of all five at once can take 50 ms on a slow machine.
+            plot = self._plot_order[self._plot_turn % len(self._plot_order)]
+            self._plot_turn += 1
+            self._dirty = self._plot_turn % len(self._plot_order) != 0
+            self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100, plot)
+            if plot == "lr":
+                self._fit_lr_axis()
+            if self.total_steps:
+                self.progress.setValue(int(1000 * self.current.steps["step"].n / self.total_steps))
+            if self._pending_status:
+                self.status.setText(self._pending_status)
+                self._pending_status = ""
+            if self._pending_pictures is not None:
+                self._on_pictures(self._pending_pictures)
+                self._pending_pictures = None
         elif not self.running:
             self.redraw_timer.stop()
+        self._refresh_cost = time.perf_counter() - t0
+        self._paint_mark = PaintMeter.total
+        # Each tick draws one of the plots, so the limits are per plot.
+        n = len(self._plot_order)
+        interval_ms = spent / self.DRAW_DUTY * 1000
+        self.redraw_timer.setInterval(int(min(self.MAX_REDRAW_MS / n, max(self.REDRAW_MS / n, interval_ms))))
 
     def _fit_lr_axis(self) -> None:
         """Start the learning-rate axis at 0 (a constant rate would otherwise float in mid-air)."""
@@ -599,7 +639,10 @@ class TrainingPanel(QWidget):
         self.status.setText(f"The run failed: {message}")
 
     def _on_ended(self, state: str) -> None:
-        self._redraw_current()
+        if self.current is not None:
+            self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
+        self._dirty = True
+        self._refresh()
         if state == "finished" and self.job is not None and self.job.value is not None:
             result = self.job.value
             if result.status == runstore.FINISHED:

@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+import time
+
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+
+class PaintMeter:
+    """Seconds the GUI thread has spent in the paint events of metered widgets.
+
+    Panels that redraw live read it to keep drawing to a small share of the time (the GUI
+    thread shares the GIL with the worker threads, so drawing slows training down).
+    """
+
+    total = 0.0
+
+
+def metered(paint_event):
+    """Decorate a ``paintEvent`` so that its time is added to :class:`PaintMeter`."""
+
+    @functools.wraps(paint_event)
+    def wrapper(self, event):
+        t0 = time.perf_counter()
+        try:
+            return paint_event(self, event)
+        finally:
+            PaintMeter.total += time.perf_counter() - t0
+
+    return wrapper
 
 
 def array_to_qimage(arr: np.ndarray) -> QImage:
@@ -43,6 +70,7 @@ class ConfusionView(QWidget):
             self.title = title
         self.update()
 
+    @metered
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())
@@ -104,6 +132,7 @@ class SampleGrid(QWidget):
     def mistakes(self) -> int:
         return int((self.labels != self.preds).sum())
 
+    @metered
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())
@@ -167,6 +196,7 @@ class FilterGrid(QWidget):
                 self._images.append(array_to_qimage((w * 255).astype(np.uint8)))
         self.update()
 
+    @metered
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())

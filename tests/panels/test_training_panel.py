@@ -47,10 +47,17 @@ def test_start_watch_plots_grow_then_stop(qtbot, window):
     # The status bar lists the job with a cancel button.
     qtbot.waitUntil(lambda: len(window.job_widgets) == 1, timeout=5000)
     qtbot.waitUntil(lambda: panel.current is not None and panel.current.steps["loss"].n > 5, timeout=60000)
-    first = len(panel.current.items["loss"].getData()[0])
-    qtbot.waitUntil(lambda: len(panel.current.items["loss"].getData()[0]) > first + 20, timeout=60000)
+
+    def drawn() -> int:
+        xs = panel.current.items["loss"].getData()[0]
+        return 0 if xs is None else len(xs)
+
+    qtbot.waitUntil(lambda: drawn() > 0, timeout=60000)
+    first = drawn()
+    qtbot.waitUntil(lambda: drawn() > first + 20, timeout=60000)
     qtbot.waitUntil(lambda: panel.current.epochs["val_acc"].n >= 1, timeout=60000)
-    assert panel.samples.samples is not None and panel.confusion.matrix is not None
+    qtbot.waitUntil(lambda: panel.samples.samples is not None and panel.confusion.matrix is not None,
+                    timeout=30000)
     # Pause: no new points arrive while paused.
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
     assert panel.pause_button.text() == "Resume"

@@ -204,7 +204,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: flo
         logits = model((x[i:i + batch_size] - mean) / std)
         total_loss += float(F.cross_entropy(logits, y[i:i + batch_size], reduction="sum"))
         preds.append(logits.argmax(1))
-        yield Progress(None, f"Validating {min(i + batch_size, len(x))}/{len(x)}")
+        yield Progress(None, "")  # a chance to cancel; the run's own progress stays on screen
     model.train()
     pred = torch.cat(preds)
     confusion = torch.bincount(y * num_classes + pred, minlength=num_classes ** 2)

@@ -1,0 +1,306 @@
+"""Data sets for the SOM viewer, all offline, all returned as :class:`SOMData`.
+
+Built in:
+
+* ``rgb``: random colours (r, g, b in [0, 1]) from a seed, labelled with the nearest of
+  a few named colours. The classic first SOM: similar colours end up side by side.
+* ``iris``: scikit-learn's bundled iris (150 x 4, 3 species).
+* ``wine``: scikit-learn's bundled wine (178 x 13, 3 cultivars).
+* ``digits``: scikit-learn's bundled 8 x 8 digits (1797 x 64), pixels scaled to [0, 1].
+* ``mnist1d``: MNIST-1D's 4000 training signals of length 40, built locally by the
+  ``mnist1d`` package's ``make_dataset`` (never its downloading ``get_dataset``).
+
+And any CSV file via :func:`load_csv`.
+
+Standardisation (z-score: every feature minus its mean, over its standard deviation)
+matters when features have different units or ranges, because the SOM measures plain
+Euclidean distance: without it, wine's proline (hundreds) would drown its hue (about 1).
+So iris and wine are standardised by default, and CSV files are too. Colours, digit
+pixels and MNIST-1D signals share one scale already and are left as they are, so their
+prototypes can be shown as colours, images and curves. ``mean`` and ``scale`` record
+what was done, so values can be shown in the original units: ``x * scale + mean``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+BUILTIN = {
+    "rgb": "Random RGB colours",
+    "iris": "Iris (4 measurements, 3 species)",
+    "wine": "Wine (13 chemical measurements, 3 cultivars)",
+    "digits": "Digits 8x8 (scikit-learn)",
+    "mnist1d": "MNIST-1D (signals of length 40)",
+}
+
+NAMED_COLOURS = {  # the labels of the rgb data set
+    "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "grey": (0.5, 0.5, 0.5),
+    "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0), "cyan": (0.0, 1.0, 1.0), "magenta": (1.0, 0.0, 1.0),
+}
+
+MISSING_MARKERS = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
+
+
+class SOMDataError(UserError, ValueError):
+    """A data set could not be loaded; the message says why, for the user."""
+
+
+@dataclass
+class SOMData:
+    """Samples for a SOM, with what is known about them."""
+
+    name: str
+    x: np.ndarray  # float32 (n, d)
+    labels: np.ndarray | None = None  # int64 (n,), values 0 .. len(label_names) - 1
+    label_names: list[str] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)
+    image_shape: tuple[int, int] | None = None  # each sample is an image of this shape
+    mean: np.ndarray | None = None  # standardisation used: original = x * scale + mean
+    scale: np.ndarray | None = None
+    notes: str = ""  # e.g. columns a CSV file had that were left out
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x.shape[1])
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z-score every column; a constant column is only centred (its scale is taken as 1)."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return ((x - mean) / scale).astype(np.float32), mean.astype(np.float32), scale.astype(np.float32)
+
+
+def _finish(name, x, labels, label_names, feature_names, standardize, image_shape=None, notes="") -> SOMData:
+    x = np.asarray(x, dtype=np.float64)
+    mean = scale = None
+    if standardize:
+        x, mean, scale = _standardise(x)
+    return SOMData(name=name, x=np.ascontiguousarray(x, dtype=np.float32),
+                   labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+                   label_names=[str(n) for n in label_names], feature_names=[str(n) for n in feature_names],
+                   image_shape=image_shape, mean=mean, scale=scale, notes=notes)
+
+
+# -----------------------------------------------------------------------------
+# Built-in data sets
+
+
+def rgb(n: int = 1000, seed: int = 0) -> SOMData:
+    """``n`` uniformly random colours; label = the nearest named colour."""
+    x = np.random.default_rng(seed).random((n, 3))
+    names = list(NAMED_COLOURS)
+    centres = np.array([NAMED_COLOURS[c] for c in names])
+    labels = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    return _finish("rgb", x, labels, names, ["r", "g", "b"], standardize=False)
+
+
+def iris(standardize: bool = True) -> SOMData:
+    from sklearn.datasets import load_iris
+
+    d = load_iris()
+    return _finish("iris", d.data, d.target, d.target_names, d.feature_names, standardize)
+
+
+def wine(standardize: bool = True) -> SOMData:
+    from sklearn.datasets import load_wine
+
+    d = load_wine()
+    return _finish("wine", d.data, d.target, d.target_names, d.feature_names, standardize)
+
+
+def digits(standardize: bool = False) -> SOMData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    names = [f"pixel {r},{c}" for r in range(8) for c in range(8)]
+    return _finish("digits", d.data / 16.0, d.target, [str(i) for i in range(10)], names,
+                   standardize, image_shape=(8, 8))
+
+
+def mnist1d(standardize: bool = False) -> SOMData:
+    """The 4000 training signals of MNIST-1D, built offline (about a second, cached)."""
+    from .training.data import mnist1d_arrays  # make_dataset with the default arguments
+
+    d = mnist1d_arrays()
+    x = np.asarray(d["x"], dtype=np.float64)
+    return _finish("mnist1d", x, np.asarray(d["y"]), [str(i) for i in range(10)],
+                   [f"t{i}" for i in range(x.shape[1])], standardize)
+
+
+def load(name: str, standardize: bool | None = None) -> SOMData:
+    """A built-in data set by name (see BUILTIN); ``standardize=None`` means its default."""
+    makers = {"rgb": rgb, "iris": iris, "wine": wine, "digits": digits, "mnist1d": mnist1d}
+    if name not in makers:
+        raise SOMDataError(f"Unknown data set {name!r}; choose one of {', '.join(makers)}.")
+    if name == "rgb":
+        if standardize:
+            raise SOMDataError("The RGB colours are not standardised (they are shown as colours).")
+        return rgb()
+    return makers[name]() if standardize is None else makers[name](standardize=standardize)
+
+
+# -----------------------------------------------------------------------------
+# CSV files
+
+
+def _number(text: str) -> float | None:
+    """The cell as a float, or None when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _is_missing(text: str) -> bool:
+    return text.strip().lower() in MISSING_MARKERS
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise SOMDataError(f"File not found: {path}")
+    if path.is_dir():
+        raise SOMDataError(f"{path} is a folder, not a CSV file.")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SOMDataError(f"Could not read {path}: {e.strerror or e}") from e
+    if b"\x00" in raw[:65536]:
+        raise SOMDataError(f"{path.name} does not look like a CSV text file (it contains binary data).")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    if not text.strip():
+        raise SOMDataError(f"{path.name} is empty.")
+    return text
+
+
+def _split_rows(text: str, name: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) per non-blank record, with the delimiter guessed from the start."""
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel  # one column, or nothing to go on: plain commas
+    reader = csv.reader(io.StringIO(text), dialect)
+    rows = []
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                rows.append((reader.line_num, [c.strip() for c in cells]))
+    except csv.Error as e:
+        raise SOMDataError(f"{name} is not a readable CSV file (line {reader.line_num}: {e}).") from e
+    if not rows:
+        raise SOMDataError(f"{name} is empty.")
+    width = len(rows[0][1])
+    for line, cells in rows:
+        if len(cells) != width:
+            raise SOMDataError(f"{name}, line {line}: {len(cells)} fields where the first line has {width}.")
+    return rows
+
+
+def _has_header(rows: list[tuple[int, list[str]]]) -> bool:
+    """The first row names the columns if none of it is a number, or if some column has a
+    word on top of numbers (like 'height' above 1.72)."""
+    first = rows[0][1]
+    if all(_number(c) is None for c in first):
+        return True
+    if len(rows) < 2:
+        return False
+    second = rows[1][1]
+    return any(_number(a) is None and not _is_missing(a) and _number(b) is not None for a, b in zip(first, second))
+
+
+def _label_index(label_column, names: list[str], has_header: bool, name: str) -> int:
+    shown = ", ".join(names)
+    if isinstance(label_column, (int, np.integer)) and not isinstance(label_column, bool):
+        i = int(label_column)
+        if -len(names) <= i < len(names):
+            return i % len(names)
+        raise SOMDataError(f"Unknown label column {i}: {name} has columns 0 to {len(names) - 1} ({shown}).")
+    if isinstance(label_column, str):
+        if label_column in names:
+            return names.index(label_column)
+        lowered = [n.lower() for n in names]
+        if label_column.strip().lower() in lowered:
+            return lowered.index(label_column.strip().lower())
+        hint = "" if has_header else " (the file has no header line, so give the column's number)"
+        raise SOMDataError(f"Unknown label column {label_column!r} in {name}{hint}; the columns are: {shown}.")
+    raise SOMDataError(f"The label column must be a column name or number, not {label_column!r}.")
+
+
+def load_csv(path, label_column: str | int | None = None, standardize: bool = True) -> SOMData:
+    """Read a CSV file: numeric columns become features, ``label_column`` the labels.
+
+    The delimiter (, ; tab |) and a header line are detected. Without a header the
+    columns are called "column 1", "column 2", ... The label column may be given by
+    name or by 0-based number; its values (words or numbers) become 0, 1, 2, ... in
+    sorted order, with the values themselves as ``label_names``. Columns that are not
+    all numbers are left out (and listed in ``notes``). Missing values ("", NA, NaN,
+    ?, ...) and infinities are an error naming the column and the line, as is a file
+    that is missing, binary, empty or without numeric columns: all raise
+    :class:`SOMDataError` with a message meant for the user.
+    """
+    path = Path(path)
+    name = path.name
+    rows = _split_rows(_read_text(path), name)
+    header = _has_header(rows)
+    width = len(rows[0][1])
+    names = [c or f"column {j + 1}" for j, c in enumerate(rows[0][1])] if header else [f"column {j + 1}" for j in range(width)]
+    data = rows[1:] if header else rows
+    if not data:
+        raise SOMDataError(f"{name} has a header line but no data.")
+    label_j = None if label_column is None else _label_index(label_column, names, header, name)
+
+    features, skipped = [], []
+    for j in range(width):
+        if j == label_j:
+            continue
+        cells = [cells[j] for _, cells in data]
+        if all(_number(c) is not None or _is_missing(c) for c in cells):
+            features.append(j)
+        else:
+            skipped.append(names[j])
+    if not features:
+        raise SOMDataError(f"{name} has no numeric columns to use as features"
+                           + (f" (left out as text: {', '.join(skipped)})." if skipped else "."))
+
+    x = np.empty((len(data), len(features)), dtype=np.float64)
+    for r, (line, cells) in enumerate(data):
+        for c, j in enumerate(features):
+            value = _number(cells[j]) if not _is_missing(cells[j]) else None
+            if value is None or not math.isfinite(value):
+                what = "is missing" if value is None else f"is not a finite number ({cells[j]})"
+                raise SOMDataError(f"{name}: the value in column '{names[j]}' at data row {r + 1} "
+                                   f"(line {line}) {what}. Fill it in or remove the row.")
+            x[r, c] = value
+
+    labels, label_names = None, []
+    if label_j is not None:
+        raw = [cells[label_j] for _, cells in data]
+        for r, v in enumerate(raw):
+            if _is_missing(v):
+                raise SOMDataError(f"{name}: the label in column '{names[label_j]}' at data row {r + 1} "
+                                   f"(line {data[r][0]}) is missing.")
+        numeric = all(_number(v) is not None for v in raw)
+        values = sorted(set(raw), key=(lambda v: float(v)) if numeric else str)
+        index = {v: i for i, v in enumerate(values)}
+        labels = np.array([index[v] for v in raw], dtype=np.int64)
+        label_names = values
+
+    notes = f"Left out (not numeric): {', '.join(skipped)}." if skipped else ""
+    return _finish(path.stem, x, labels, label_names, [names[j] for j in features], standardize, notes=notes)

@@ -1,0 +1,167 @@
+"""Data sets for the SOM viewer: the built-ins and CSV files, good and bad."""
+
+import numpy as np
+import pytest
+
+from playground.errors import UserError, friendly_message
+from playground.ml import som_data
+from playground.ml.som_data import SOMDataError, load, load_csv
+
+
+@pytest.mark.parametrize("name, shape, classes, image_shape", [
+    ("rgb", (1000, 3), 9, None),
+    ("iris", (150, 4), 3, None),
+    ("wine", (178, 13), 3, None),
+    ("digits", (1797, 64), 10, (8, 8)),
+])
+def test_builtin_sets(name, shape, classes, image_shape):
+    d = load(name)
+    assert d.name == name
+    assert d.x.shape == shape and d.x.dtype == np.float32 and np.isfinite(d.x).all()
+    assert d.labels.shape == (shape[0],) and d.labels.min() >= 0 and d.labels.max() < classes
+    assert len(d.label_names) == classes and all(isinstance(n, str) for n in d.label_names)
+    assert len(d.feature_names) == shape[1]
+    assert d.image_shape == image_shape
+
+
+def test_iris_and_wine_are_standardised_and_can_be_undone():
+    from sklearn.datasets import load_wine
+
+    d = load("wine")
+    np.testing.assert_allclose(d.x.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(d.x.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(d.x * d.scale + d.mean, load_wine().data, rtol=1e-5)
+    raw = load("iris", standardize=False)
+    assert raw.mean is None and raw.x.max() > 5  # centimetres as they are
+
+
+def test_digits_are_pixels_in_zero_to_one():
+    d = load("digits")
+    assert d.x.min() == 0.0 and d.x.max() == 1.0 and d.mean is None
+
+
+def test_rgb_colours_are_seeded_and_labelled_by_the_nearest_named_colour():
+    a, b, c = som_data.rgb(seed=1), som_data.rgb(seed=1), som_data.rgb(seed=2)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+    assert a.feature_names == ["r", "g", "b"] and 0 <= a.x.min() and a.x.max() <= 1
+    centres = np.array(list(som_data.NAMED_COLOURS.values()))
+    for x, label in zip(a.x[:50], a.labels[:50]):
+        assert label == np.argmin(((centres - x) ** 2).sum(axis=1))
+
+
+def test_mnist1d_is_built_offline():
+    d = load("mnist1d")
+    assert d.x.shape == (4000, 40) and d.labels.shape == (4000,)
+    assert sorted(set(d.labels.tolist())) == list(range(10))
+
+
+def test_unknown_builtin_name():
+    with pytest.raises(SOMDataError, match="Unknown data set"):
+        load("cifar")
+
+
+# -- CSV: good files ------------------------------------------------------------------
+
+
+def write(tmp_path, text, name="data.csv", mode="w"):
+    p = tmp_path / name
+    if mode == "wb":
+        p.write_bytes(text)
+    else:
+        p.write_text(text)
+    return p
+
+
+def test_csv_with_header_and_word_labels(tmp_path):
+    p = write(tmp_path, "height,weight,kind,colour\n1.0,10,cat,red\n2.0,20,dog,blue\n3.0,60,cat,red\n")
+    d = load_csv(p, label_column="kind", standardize=False)
+    assert d.name == "data"
+    assert d.feature_names == ["height", "weight"]
+    np.testing.assert_array_equal(d.x, [[1, 10], [2, 20], [3, 60]])
+    assert d.label_names == ["cat", "dog"] and d.labels.tolist() == [0, 1, 0]
+    assert "colour" in d.notes  # the text column that was left out
+
+
+def test_csv_without_header_semicolons_and_label_by_number(tmp_path):
+    p = write(tmp_path, "1;2;5\n3;4;7\n5;6;5\n")
+    d = load_csv(p, label_column=2, standardize=False)
+    assert d.feature_names == ["column 1", "column 2"]
+    assert d.label_names == ["5", "7"] and d.labels.tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(d.x, [[1, 2], [3, 4], [5, 6]])
+
+
+def test_csv_is_standardised_by_default_and_tabs_work(tmp_path):
+    p = write(tmp_path, "a\tb\n1\t100\n2\t200\n3\t300\n")
+    d = load_csv(p)
+    np.testing.assert_allclose(d.x.mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(d.x.std(axis=0), 1, atol=1e-6)
+    assert d.labels is None
+    np.testing.assert_allclose(d.x * d.scale + d.mean, [[1, 100], [2, 200], [3, 300]], rtol=1e-6)
+
+
+def test_numeric_labels_are_ordered_by_value(tmp_path):
+    p = write(tmp_path, "x,y\n0.5,10\n0.1,2\n0.7,10\n")
+    d = load_csv(p, label_column="y")
+    assert d.label_names == ["2", "10"] and d.labels.tolist() == [1, 0, 1]
+
+
+# -- CSV: bad files -------------------------------------------------------------------
+
+
+def expect_error(path, *words, **kwargs):
+    with pytest.raises(SOMDataError) as info:
+        load_csv(path, **kwargs)
+    message = str(info.value)
+    for w in words:
+        assert w in message, message
+    assert isinstance(info.value, ValueError) and isinstance(info.value, UserError)
+    assert friendly_message(info.value) == message  # shown to the user as it is
+    return message
+
+
+def test_missing_file(tmp_path):
+    expect_error(tmp_path / "nope.csv", "not found", "nope.csv")
+
+
+def test_a_folder_is_not_a_file(tmp_path):
+    expect_error(tmp_path, "folder")
+
+
+def test_binary_file(tmp_path):
+    expect_error(write(tmp_path, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "image.csv", "wb"), "binary")
+
+
+def test_empty_files(tmp_path):
+    expect_error(write(tmp_path, ""), "empty")
+    expect_error(write(tmp_path, "\n  \n\n", "blank.csv"), "empty")
+    expect_error(write(tmp_path, "a,b,c\n", "header.csv"), "no data")
+
+
+def test_no_numeric_columns(tmp_path):
+    expect_error(write(tmp_path, "name,city\nann,paris\nbob,rome\n"), "no numeric columns", "name, city")
+    expect_error(write(tmp_path, "kind,name\n1,a\n2,b\n", "only_label.csv"), "no numeric columns", label_column="kind")
+
+
+@pytest.mark.parametrize("cell", ["", "NA", "NaN", "?"])
+def test_missing_values_name_the_column_and_the_row(tmp_path, cell):
+    p = write(tmp_path, f"a,b\n1,2\n3,4\n5,{cell}\n")
+    expect_error(p, "column 'b'", "data row 3", "line 4", "missing")
+
+
+def test_infinite_value(tmp_path):
+    expect_error(write(tmp_path, "a,b\n1,inf\n2,3\n"), "column 'b'", "data row 1", "finite")
+
+
+def test_missing_label(tmp_path):
+    expect_error(write(tmp_path, "a,kind\n1,x\n2,\n3,y\n"), "label", "data row 2", label_column="kind")
+
+
+def test_unknown_label_column(tmp_path):
+    p = write(tmp_path, "a,b,kind\n1,2,x\n3,4,y\n")
+    expect_error(p, "Unknown label column 'species'", "a, b, kind", label_column="species")
+    expect_error(p, "Unknown label column 7", "0 to 2", label_column=7)
+
+
+def test_ragged_rows(tmp_path):
+    expect_error(write(tmp_path, "a,b,c\n1,2,3\n4,5\n"), "line 3", "2 fields")

@@ -1,0 +1,108 @@
+"""The SOM tab, driven with clicks: train a small map, watch it redraw, switch views, replay, export."""
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from playground.app import AppContext, MainWindow
+from playground.panels.som import VIEWS, SOMPanel
+
+
+@pytest.fixture
+def panel(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(AppContext(settings))
+    qtbot.addWidget(win)
+    win.show()
+    win.tabs.setCurrentWidget(win.panel(SOMPanel))
+    yield win.panel(SOMPanel)
+    win.close()
+
+
+def choose(combo, key):
+    idx = combo.findData(key)
+    assert idx >= 0, key
+    combo.setCurrentIndex(idx)
+
+
+def non_background_pixels(widget) -> int:
+    img = widget.grab().toImage()
+    base = img.pixelColor(1, img.height() - 2)
+    step = 4
+    return sum(img.pixelColor(x, y) != base for x in range(0, img.width(), step) for y in range(0, img.height(), step))
+
+
+def train_small(qtbot, panel, source="iris", topology="hexagonal", mode="batch", rows=6, cols=8):
+    choose(panel.source, source)
+    choose(panel.topology, topology)
+    choose(panel.mode, mode)
+    panel.rows.setValue(rows)
+    panel.cols.setValue(cols)
+    panel.epochs.setValue(5)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=60000)
+    assert panel.job.state == "finished", panel.status.text()
+
+
+def test_train_a_map_and_switch_views(qtbot, panel):
+    train_small(qtbot, panel)
+    assert len(panel.snapshots) >= 2
+    qe = [s.qe for s in panel.snapshots]
+    assert qe[-1] <= qe[0]
+    assert len(panel.qe_curve.getData()[0]) == len(panel.snapshots)
+    for key in VIEWS:
+        choose(panel.view_choice, key)
+        widget = panel.stack.currentWidget()
+        assert non_background_pixels(widget) > 100, f"nothing drawn in the {key} view"
+    choose(panel.view_choice, "umatrix")
+    assert panel.map_view.rows == 6 and panel.map_view.cols == 8 and panel.map_view.hexagonal
+
+
+def test_history_slider_replays_the_map(qtbot, panel):
+    train_small(qtbot, panel, source="rgb", topology="rectangular", mode="online")
+    assert panel.history.maximum() == len(panel.snapshots) - 1 >= 2
+    choose(panel.view_choice, "prototypes")
+    last = panel.viewer.weights_grid().copy()
+    panel.history.setValue(0)
+    first = panel.viewer.weights_grid().copy()
+    assert not np.allclose(first, last)
+    assert panel.history_label.text().startswith("1/")
+
+
+def test_hover_and_sample_click_light_up_nodes(qtbot, panel):
+    train_small(qtbot, panel)
+    choose(panel.view_choice, "umatrix")
+    panel.map_view.grab()  # lay the cells out
+    lay = panel.map_view._layout
+    x, y = lay.points[7]
+    assert panel.map_view.node_at(x, y) == 7
+    panel._on_hover(7)
+    assert "Node (0, 7)" in panel.hover_info.text() and "hits" in panel.hover_info.text()
+    panel.sample_list.setCurrentRow(3)
+    assert panel.map_view.highlight == int(panel.bmus()[3])
+
+
+def test_export_png(qtbot, panel, tmp_path):
+    train_small(qtbot, panel)
+    out = panel.export_png(str(tmp_path / "map.png"))
+    assert out and (tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_bad_csv_gives_a_message(qtbot, panel, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,colour\nalpha,red\nbeta,blue\n")
+    choose(panel.source, "csv")
+    panel.csv_path.setText(str(bad))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=30000)
+    assert panel.job.state == "failed"
+    assert "numeric" in panel.status.text().lower()
+    assert "Traceback" not in panel.status.text()
+
+
+def test_invalid_form_is_refused(qtbot, panel):
+    choose(panel.source, "csv")
+    panel.csv_path.setText("/no/such/file.csv")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert "CSV" in panel.form_error.text()
+    assert panel.job is None
