@@ -15,12 +15,13 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QScrollArea, QSlider,
+                               QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QSlider,
                                QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from ..ml import som as somlib
 from ..ml import som_data
 from ..progress import Progress
+from ..widgets.forms import compact_form
 from ..widgets.som_view import MapView, PlanesView
 
 CSV_KEY = "csv"
@@ -36,7 +37,7 @@ def train_job(source: str, csv_path: str, label_column: str | None, standardize:
     if source == CSV_KEY:
         data = som_data.load_csv(csv_path, label_column=label_column or None, standardize=standardize)
     else:
-        data = som_data.load_builtin(source)
+        data = som_data.load(source)
     yield data
     return (yield from somlib.train(data.x, config, device=device))
 
@@ -72,7 +73,7 @@ class SOMPanel(QWidget):
         split.addWidget(self._build_form())
         split.addWidget(self._build_views())
         split.addWidget(self._build_side())
-        split.setSizes([300, 720, 300])
+        split.setSizes([350, 680, 370])
         split.setStretchFactor(1, 1)
 
     def _build_form(self) -> QWidget:
@@ -163,11 +164,7 @@ class SOMPanel(QWidget):
         self.mode.currentIndexChanged.connect(self._on_mode_changed)
         self._on_source_changed()
         self._on_mode_changed()
-        scroll = QScrollArea()
-        scroll.setWidget(box)
-        scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(320)
-        return scroll
+        return compact_form(box)
 
     def _build_views(self) -> QWidget:
         box = QWidget()
@@ -210,7 +207,7 @@ class SOMPanel(QWidget):
     def _build_side(self) -> QWidget:
         box = QWidget()
         layout = QVBoxLayout(box)
-        self.error_plot = pg.PlotWidget(title="Quantization (QE) and topographic (TE) error")
+        self.error_plot = pg.PlotWidget(title="Quantization and topographic error")
         self.error_plot.setBackground("w")
         self.error_plot.addLegend(offset=(-5, 5))
         self.error_plot.setLabel("bottom", "fraction of training")
@@ -221,6 +218,8 @@ class SOMPanel(QWidget):
         self.error_plot.getAxis("right").linkToView(self.te_axis)
         self.te_axis.setXLink(self.error_plot.getPlotItem())
         self.error_plot.getAxis("right").setLabel("TE")
+        self.error_plot.getAxis("right").enableAutoSIPrefix(False)
+        self.error_plot.getAxis("left").enableAutoSIPrefix(False)
         self.error_plot.getAxis("left").setLabel("QE")
         self.te_curve = pg.PlotDataItem([], [], pen=pg.mkPen((220, 90, 30), width=2, style=Qt.PenStyle.DashLine))
         self.te_axis.addItem(self.te_curve)

@@ -18,7 +18,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox,
+                               QMessageBox, QProgressBar, QPushButton, QSlider, QSpinBox,
                                QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from ..ml.training import runs as runstore
@@ -26,6 +26,7 @@ from ..ml.training.data import DATASETS, IMAGE_FOLDER
 from ..ml.training.models import MODELS
 from ..ml.training.trainer import (OPTIMIZERS, SCHEDULES, Diverged, EpochPictures, EpochPoint, RunStarted,
                                    StepPoint, TrainConfig, train)
+from ..widgets.forms import compact_form
 from ..widgets.pictures import ConfusionView, FilterGrid, PaintMeter, SampleGrid, metered
 
 #: Which models fit each built-in data set before it is loaded (sequences vs images).
@@ -281,11 +282,7 @@ class TrainingPanel(QWidget):
         self.model.currentIndexChanged.connect(self._on_model_changed)
         self._on_dataset_changed()
 
-        scroll = QScrollArea()
-        scroll.setWidget(form_box)
-        scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(330)
-        return scroll
+        return compact_form(form_box)
 
     def _build_plots(self) -> QWidget:
         box = QWidget()
