@@ -56,6 +56,7 @@ See :func:`_online_steps`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -780,8 +781,9 @@ def _train_online(som: SOM, x: np.ndarray, config: SOMConfig, rng: np.random.Gen
             return
 
 
+@functools.cache
 def _single_thread_blas():
-    """A context manager that keeps numpy's BLAS on one thread.
+    """A context manager factory that keeps numpy's BLAS on one thread.
 
     The online blocks multiply small matrices (32 x dim x nodes), for which BLAS threads
     only add hand-over cost, and which slow down many times over when the cores are busy
@@ -834,22 +836,26 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
         dx2_same = grid._wrap(dj, cols) ** 2.0
         dj_half = np.arange(-cols, cols) + 0.5  # half-step offsets t+0.5; index cols+t
         dx2_other = grid._wrap(dj_half, cols) ** 2.0
-        # float32 for the profiles: numpy's float32 exp is several times faster
+        # the exps in float32, which numpy does several times faster (then back to float64)
         dy2, dx2_same, dx2_other = (a.astype(np.float32) for a in (dy2, dx2_same, dx2_other))
         neg_c = (-0.5 / sigma**2).astype(np.float32)
         alpha32 = alpha.astype(np.float32)
+
+        def profiles(offsets2, c, scale=None):
+            e = np.exp(offsets2 * c)
+            return (e if scale is None else e * scale).astype(np.float64)
     w = np.ascontiguousarray(w, dtype=np.float32)
     q = np.empty(n_nodes)
     s_half = 0.5 * np.einsum("ij,ij->i", w, w, dtype=np.float64)  # S = ||W||^2/2 while Q = 1
     b = np.empty((ONLINE_BLOCK, n_nodes))
     b_rows = list(b)
-    m = np.empty(n_nodes)
     d = np.empty(n_nodes)
     tmp = np.empty(n_nodes)
     one_minus_h = np.empty(n_nodes)
     h_grid = np.empty((rows, cols))
     h = h_grid.reshape(-1)
     dot, multiply, subtract, divide = np.dot, np.multiply, np.subtract, np.divide
+    from scipy.linalg.blas import dgemv  # y <- a A x + b y, in place
     n_steps = len(order)
     s = 0
     while s < n_steps:
@@ -869,44 +875,41 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
         g = (xb @ xb.T).astype(np.float64)  # (K, K): x_k . x_j
         g_rows = list(g)
         x_half = (0.5 * np.diag(g)).tolist()  # ||x_k||^2 / 2
-        if gaussian:
+        if gaussian:  # per step: a column of row factors (alpha folded in) and a row of column factors
             c = neg_c[s:end, None]
-            ey_rows = list(np.exp(dy2 * c) * alpha32[s:end, None])  # alpha folded in
-            ex_rows = list(np.exp(dx2_same * c))
-            ex_other_rows = list(np.exp(dx2_other * c)) if hexagonal else None
+            ey_cols = list(profiles(dy2, c, alpha32[s:end, None])[:, :, None])  # (2 rows - 1, 1) each
+            ex_rows = list(profiles(dx2_same, c)[:, None, :])  # (1, 2 cols - 1) each
+            ex_other_rows = list(profiles(dx2_other, c)[:, None, :]) if hexagonal else None
         q.fill(1.0)
         for k in range(end - s):
-            # m = x_k . (W0 + sum_{j<k} B_j x_j); the BMU minimises Q D, D = S - m
-            if k:
-                dot(g_rows[k][:k], b[:k], out=m)
-                m += p_rows[k]
-            else:
-                m[:] = p_rows[0]
-            subtract(s_half, m, out=d)
-            multiply(q, d, out=tmp)
+            # m = x_k . (W0 + sum_{j<k} B_j x_j) = P_k + B^T G_k, written over P_k;
+            # the BMU minimises Q D with D = S - m
+            m = dgemv(1.0, b[:k].T, g_rows[k][:k], 1.0, p_rows[k], overwrite_y=1) if k else p_rows[0]
+            subtract(s_half, m, d)
+            multiply(q, d, tmp)
             iu, ju = divmod(int(tmp.argmin()), cols)
             # h = alpha * theta(u, .) on the (rows, cols) grid
             if gaussian:
-                ey = ey_rows[k][rows - 1 - iu : 2 * rows - 1 - iu, None]
-                ex = ex_rows[k][cols - 1 - ju : 2 * cols - 1 - ju]
+                ey = ey_cols[k][rows - 1 - iu : 2 * rows - 1 - iu]
+                ex = ex_rows[k][:, cols - 1 - ju : 2 * cols - 1 - ju]
                 if hexagonal:
                     pu = iu % 2
                     start = cols - ju - pu
                     multiply(ey[pu::2], ex, out=h_grid[pu::2])
-                    multiply(ey[1 - pu :: 2], ex_other_rows[k][start : start + cols], out=h_grid[1 - pu :: 2])
+                    multiply(ey[1 - pu :: 2], ex_other_rows[k][:, start : start + cols], out=h_grid[1 - pu :: 2])
                 else:
-                    multiply(ey, ex, out=h_grid)
+                    dot(ey, ex, h_grid)  # the outer product, via BLAS (the quickest way here)
             else:
                 u = iu * cols + ju
                 theta = neighborhood_weights(kind, grid.window(grid.d2_table, u),
                                              grid.window(grid.steps_table, u), sigma[s + k])
                 multiply(theta, alpha[s + k], out=h_grid)
             # Q <- Q (1 - h);  B_k = h / Q;  S <- S + h (B_k ||x_k||^2 / 2 - D)
-            subtract(1.0, h, out=one_minus_h)
+            subtract(1.0, h, one_minus_h)
             q *= one_minus_h
             bk = b_rows[k]
-            divide(h, q, out=bk)
-            multiply(bk, x_half[k], out=tmp)
+            divide(h, q, bk)
+            multiply(bk, x_half[k], tmp)
             tmp -= d
             tmp *= h
             s_half += tmp
