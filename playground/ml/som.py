@@ -849,6 +849,7 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
     s_half = 0.5 * np.einsum("ij,ij->i", w, w, dtype=np.float64)  # S = ||W||^2/2 while Q = 1
     b = np.empty((ONLINE_BLOCK, n_nodes))
     b_rows = list(b)
+    b_firsts = [b[:k].T for k in range(ONLINE_BLOCK)]  # B_0..B_{k-1} as (N, k) columns, made once
     d = np.empty(n_nodes)
     tmp = np.empty(n_nodes)
     one_minus_h = np.empty(n_nodes)
@@ -884,7 +885,7 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
         for k in range(end - s):
             # m = x_k . (W0 + sum_{j<k} B_j x_j) = P_k + B^T G_k, written over P_k;
             # the BMU minimises Q D with D = S - m
-            m = dgemv(1.0, b[:k].T, g_rows[k][:k], 1.0, p_rows[k], overwrite_y=1) if k else p_rows[0]
+            m = dgemv(1.0, b_firsts[k], g_rows[k][:k], 1.0, p_rows[k], overwrite_y=1) if k else p_rows[0]
             subtract(s_half, m, d)
             multiply(q, d, tmp)
             iu, ju = divmod(int(tmp.argmin()), cols)

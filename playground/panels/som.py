@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QSlider,
+                               QLabel, QLineEdit, QListWidget, QPushButton, QSlider,
                                QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from ..ml import som as somlib
 from ..ml import som_data
 from ..progress import Progress
-from ..widgets.forms import compact_form
+from ..widgets.forms import JobControls, compact_form
 from ..widgets.som_view import MapView, PlanesView
 
 CSV_KEY = "csv"
@@ -137,28 +136,11 @@ class SOMPanel(QWidget):
                          ("Learning rate end", self.lr_end), ("LR schedule", self.lr_schedule),
                          ("Initialisation", self.init), ("Seed", self.seed)):
             form.addRow(label, w)
-        self.form_error = QLabel("")
-        self.form_error.setWordWrap(True)
-        self.form_error.setStyleSheet("color: #c62828")
-        form.addRow(self.form_error)
-        buttons = QHBoxLayout()
-        self.start_button = QPushButton("Train")
-        self.start_button.setToolTip("Train a map (Ctrl+Return)")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop training; the map so far is kept (Ctrl+.)")
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.stop_button)
-        form.addRow(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.status = QLabel("Ready")
-        self.status.setWordWrap(True)
-        form.addRow(self.progress)
-        form.addRow(self.status)
-        self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
-        QShortcut(QKeySequence("Ctrl+Return"), self, self.start)
-        QShortcut(QKeySequence("Ctrl+."), self, self.stop)
+        self.controls = JobControls(self, form, start_text="Train", start_tip="Train a map",
+                                    stop_tip="Stop training; the map so far is kept", start=self.start, stop=self.stop)
+        c = self.controls
+        self.form_error, self.progress, self.status = c.form_error, c.progress, c.status
+        self.start_button, self.stop_button = c.start_button, c.stop_button
         self.source.currentIndexChanged.connect(self._on_source_changed)
         self.csv_path.editingFinished.connect(self._fill_label_columns)
         self.mode.currentIndexChanged.connect(self._on_mode_changed)
@@ -339,7 +321,7 @@ class SOMPanel(QWidget):
         self.te_curve.setData([], [])
         self.map_view.set_grid(cfg.rows, cfg.cols, cfg.topology == "hexagonal")
         self.progress.setValue(0)
-        self.status.setStyleSheet("")
+        self.controls.set_status("")
         self.status.setText("Loading data…")
         self.job = self.ctx.pool.submit(
             train_job, self.source.currentData(), self.csv_path.text().strip(), self.label_column.currentData(),
@@ -394,8 +376,7 @@ class SOMPanel(QWidget):
         self.status.setText(f"{data.name}: {len(data.x):,} samples x {data.x.shape[1]} features")
 
     def _on_failed(self, message: str) -> None:
-        self.status.setStyleSheet("color: #c62828")
-        self.status.setText(message)
+        self.controls.set_status(message, error=True)
 
     def _on_ended(self, state: str) -> None:
         if state == "finished" and self.snapshots:

@@ -15,10 +15,9 @@ import numpy as np
 import pyqtgraph as pg
 from scipy.signal import lfilter  # imported up front: its first import takes ~0.2 s
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QMessageBox, QProgressBar, QPushButton, QSlider, QSpinBox,
+                               QMessageBox, QPushButton, QSlider, QSpinBox,
                                QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from ..ml.training import runs as runstore
@@ -26,7 +25,7 @@ from ..ml.training.data import DATASETS, IMAGE_FOLDER
 from ..ml.training.models import MODELS
 from ..ml.training.trainer import (OPTIMIZERS, SCHEDULES, Diverged, EpochPictures, EpochPoint, RunStarted,
                                    StepPoint, TrainConfig, train)
-from ..widgets.forms import compact_form
+from ..widgets.forms import JobControls, compact_form
 from ..widgets.pictures import ConfusionView, FilterGrid, PaintMeter, SampleGrid, metered
 
 #: Which models fit each built-in data set before it is loaded (sequences vs images).
@@ -249,35 +248,12 @@ class TrainingPanel(QWidget):
         form.addRow("Validation split", self.val_fraction)
         form.addRow("Seed", self.seed)
         form.addRow("Run name", self.run_name)
-        self.form_error = QLabel("")
-        self.form_error.setWordWrap(True)
-        self.form_error.setStyleSheet("color: #c62828")
-        form.addRow(self.form_error)
-
-        buttons = QHBoxLayout()
-        self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Start a run (Ctrl+Return)")
-        self.pause_button = QPushButton("Pause")
-        self.pause_button.setToolTip("Pause or resume (Ctrl+P)")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop the run; what it learned so far is kept (Ctrl+.)")
-        for b in (self.start_button, self.pause_button, self.stop_button):
-            buttons.addWidget(b)
-        form.addRow(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.status = QLabel("Ready")
-        self.status.setWordWrap(True)
-        form.addRow(self.progress)
-        form.addRow(self.status)
-
-        self.start_button.clicked.connect(self.start)
-        self.pause_button.clicked.connect(self.toggle_pause)
-        self.stop_button.clicked.connect(self.stop)
-        QShortcut(QKeySequence("Ctrl+Return"), self, self.start)
-        QShortcut(QKeySequence("Ctrl+P"), self, self.toggle_pause)
-        QShortcut(QKeySequence("Ctrl+."), self, self.stop)
+        self.controls = JobControls(self, form, start_text="Start", start_tip="Start a run",
+                                    stop_tip="Stop the run; what it learned so far is kept",
+                                    start=self.start, stop=self.stop, pause=self.toggle_pause)
+        c = self.controls
+        self.form_error, self.progress, self.status = c.form_error, c.progress, c.status
+        self.start_button, self.pause_button, self.stop_button = c.start_button, c.pause_button, c.stop_button
         self.dataset.currentIndexChanged.connect(self._on_dataset_changed)
         self.model.currentIndexChanged.connect(self._on_model_changed)
         self._on_dataset_changed()
@@ -487,7 +463,7 @@ class TrainingPanel(QWidget):
         self.save_settings()
         self.current = None
         self.progress.setValue(0)
-        self.status.setStyleSheet("")
+        self.controls.set_status("")
         self.status.setText(f"Starting {MODELS[cfg.model]} on {DATASETS[cfg.dataset]}…")
         self.job = self.ctx.pool.submit(train, cfg, self.store, name=f"Train {MODELS[cfg.model]}",
                                         device=cfg.device)
@@ -550,8 +526,7 @@ class TrainingPanel(QWidget):
                 steps, epochs = [], []
                 if self.current:
                     self.current.status = runstore.DIVERGED
-                self.status.setStyleSheet("color: #c62828")
-                self.status.setText(item.message)
+                self.controls.set_status(item.message, error=True)
                 self.ctx.show_message(item.message, 15000)
         self._flush(steps, epochs)
         self._dirty = True
@@ -632,8 +607,7 @@ class TrainingPanel(QWidget):
         self.filters.set_filters(pics.filters)
 
     def _on_failed(self, message: str) -> None:
-        self.status.setStyleSheet("color: #c62828")
-        self.status.setText(f"The run failed: {message}")
+        self.controls.set_status(f"The run failed: {message}", error=True)
 
     def _on_ended(self, state: str) -> None:
         if self.current is not None:

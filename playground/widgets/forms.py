@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QScrollArea, QWidget
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                               QScrollArea, QWidget)
+
+ERROR_COLOR = "#c62828"
 
 
 def compact_form(form: QWidget, min_width: int = 300) -> QScrollArea:
@@ -17,3 +21,49 @@ def compact_form(form: QWidget, min_width: int = 300) -> QScrollArea:
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setMinimumWidth(min_width)
     return scroll
+
+
+class JobControls:
+    """The foot of a panel's form: an error line, Start / (Pause) / Stop, a progress bar, a status line.
+
+    Shortcuts (Ctrl+Return start, Ctrl+P pause, Ctrl+. stop) belong to the panel only, so
+    that two tabs can use the same keys.
+    """
+
+    def __init__(self, panel: QWidget, form: QFormLayout, *, start_text: str, start_tip: str,
+                 stop_tip: str, start, stop, pause=None) -> None:
+        self.form_error = QLabel("")
+        self.form_error.setWordWrap(True)
+        self.form_error.setStyleSheet(f"color: {ERROR_COLOR}")
+        form.addRow(self.form_error)
+        row = QHBoxLayout()
+        self.start_button = QPushButton(start_text)
+        self.start_button.setToolTip(f"{start_tip} (Ctrl+Return)")
+        self.start_button.clicked.connect(start)
+        row.addWidget(self.start_button)
+        self.pause_button = None
+        if pause is not None:
+            self.pause_button = QPushButton("Pause")
+            self.pause_button.setToolTip("Pause or resume (Ctrl+P)")
+            self.pause_button.clicked.connect(pause)
+            row.addWidget(self.pause_button)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip(f"{stop_tip} (Ctrl+.)")
+        self.stop_button.clicked.connect(stop)
+        row.addWidget(self.stop_button)
+        form.addRow(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.status = QLabel("Ready")
+        self.status.setWordWrap(True)
+        form.addRow(self.progress)
+        form.addRow(self.status)
+        for keys, slot in (("Ctrl+Return", start), ("Ctrl+.", stop), ("Ctrl+P", pause)):
+            if slot is not None:
+                shortcut = QShortcut(QKeySequence(keys), panel, slot)
+                shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet(f"color: {ERROR_COLOR}" if error else "")
+        self.status.setText(text)

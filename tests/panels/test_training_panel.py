@@ -176,3 +176,17 @@ def test_ema_matches_tensorboard_smoothing():
         expected.append(last / (1 - w ** k))
     assert np.allclose(ema(values, w), expected)
     assert np.array_equal(ema(values, 0.0), values)
+
+
+def test_shortcuts_belong_to_the_visible_tab(qtbot, window):
+    from playground.panels.som import SOMPanel
+
+    panel = panel_of(window)
+    window.activateWindow()
+    panel.lr.setFocus()
+    qtbot.keyClick(panel.lr, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert panel.running
+    assert not window.panel(SOMPanel).running
+    qtbot.keyClick(panel.lr, Qt.Key.Key_Period, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not panel.running, timeout=10000)
+    assert panel.job.state in ("cancelled", "finished")
