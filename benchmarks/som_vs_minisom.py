@@ -15,7 +15,7 @@ learning rate linearly from 0.5 to 0, 10 epochs.
 Both maps are scored with MiniSom's own ``quantization_error`` and ``topographic_error``
 (our weights are copied into a MiniSom object's ``_weights``); TE(4) is our topographic
 error with only the 4 edge neighbours counted as adjacent. Times are the median of
-``--repeats`` runs after a warm-up, training only (for ours: the whole ``fit`` call,
+``--repeats`` runs after a warm-up, the two run alternately, training only (for ours: the whole ``fit`` call,
 including setup and the final snapshot's QE/TE; snapshots=0 so no intermediate ones).
 
 Torch gets the app's thread setting (``playground.devices.configure_torch_threads``:
@@ -60,15 +60,20 @@ def minisom_scores(weights: np.ndarray, data: np.ndarray, size: int, sigma0: flo
     return float(judge.quantization_error(data)), float(judge.topographic_error(data))
 
 
-def timed(fn, repeats: int):
-    """Warm-up once, then the median wall time of ``repeats`` runs; returns (median s, last result)."""
-    result = fn()
-    times = []
+def timed_pair(fn_a, fn_b, repeats: int):
+    """Median wall times of two functions, run alternately (a, b, a, b, ...) after a warm-up
+    of each, so that a change in the machine's load hits both alike. Returns
+    (median a, median b, last result of a, last result of b)."""
+    result_a, result_b = fn_a(), fn_b()
+    times_a, times_b = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
+        result_a = fn_a()
+        times_a.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result_b = fn_b()
+        times_b.append(time.perf_counter() - t0)
+    return statistics.median(times_a), statistics.median(times_b), result_a, result_b
 
 
 def main(argv=None) -> int:
@@ -126,8 +131,7 @@ def main(argv=None) -> int:
                 torch.cuda.synchronize()
             return som
 
-        t_ms, w_ms = timed(run_minisom, args.repeats)
-        t_us, som = timed(run_ours, args.repeats)
+        t_ms, t_us, w_ms, som = timed_pair(run_minisom, run_ours, args.repeats)
         qe_ms, te_ms = minisom_scores(w_ms, x, size, sigma0)
         qe_us, te_us = minisom_scores(som.weights_grid(), x, size, sigma0)
         ref = SOM(config, dim, weights=w_ms.reshape(-1, dim))

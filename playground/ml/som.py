@@ -44,14 +44,14 @@ Adjacency, used by the topographic error and the U-matrix: on a rectangular grid
 
 How it is computed
 ------------------
-Weights are a torch tensor ``(rows*cols, dim)`` on any device; BMU search, metrics and
-batch training run there. Online training is a long chain of tiny sequential steps, so
-it runs on the CPU in numpy (float64), where a step costs a few microseconds, and the
-result is copied back to the device. It uses an exact "lazy" form of the update rule:
-within a block of K steps every weight is kept as ``W_v = Q_v * (W_v(start) + sum_k
-B_kv x_k)``, so a step touches only per-node numbers (length rows*cols) instead of the
-whole weight matrix, and the weights are rebuilt with one matrix product per block.
-See :func:`_online_steps`.
+Weights are a float32 torch tensor ``(rows*cols, dim)`` on any device; BMU search,
+metrics and batch training run there. Online training is a long chain of tiny
+sequential steps, so it runs on the CPU in numpy, where a step costs microseconds (a
+GPU kernel launch costs about as much as a whole step), and the result is copied back
+to the device. It uses an exact "lazy" form of the update rule: within a block of K
+steps every weight is kept as ``W_v = Q_v * (W_v(start) + sum_k B_kv x_k)``, so a step
+touches only per-node numbers (length rows*cols) instead of the whole weight matrix,
+and the weights are rebuilt with one matrix product per block. See :func:`_online_steps`.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.linalg.blas import sgemv  # y <- a A x + b y, written over y: one call for P_k + B^T G_k
 
 from ..progress import Progress
 
@@ -80,7 +81,10 @@ MIN_SIDE, MAX_SIDE = 1, 100  # a side of 1 makes a 1-D map (a chain); the map ne
 HEX_ROW_SPACING = math.sqrt(3) / 2
 METRIC_SAMPLE = 2000  # QE/TE of snapshots use at most this many samples
 YIELD_EVERY_S = 0.1  # the training generator yields at least this often
-ONLINE_BLOCK = 32  # steps per block of the lazy online update (see _online_steps)
+# Steps per block of the lazy online update (see _online_steps). Longer blocks share the
+# per-block matrix products among more steps, but every step's product with B grows with
+# the block and the map. Measured best here: 48 on maps up to 2,500 nodes, 32 above.
+ONLINE_BLOCK_SMALL_MAP, ONLINE_BLOCK_LARGE_MAP, LARGE_MAP_NODES = 48, 32, 2500
 
 
 # -----------------------------------------------------------------------------
@@ -206,7 +210,7 @@ def neighborhood_weights(kind: str, d2, steps, sigma: float):
     if kind == "mexican_hat":
         g = neighborhood_weights("gaussian", d2, steps, sigma)
         return (1.0 - d2 / sigma**2) * g
-    if kind == "bubble":
+    if kind == "bubble":  # (a hair of slack, so that a radius of 1 keeps the nodes at distance 1)
         return (d2 <= sigma**2 + 1e-9) * 1.0
     if kind == "triangle":
         return (1.0 - d2**0.5 / sigma).clip(0)
@@ -297,7 +301,7 @@ class Grid:
         r, c = self.rows, self.cols
         return table[p, r - 1 - i : 2 * r - 1 - i, c - 1 - j : 2 * c - 1 - j]
 
-    def offset_index(self, nodes) -> tuple:
+    def offset_index(self, nodes) -> np.ndarray:
         """Gather indices into a flattened offset table for the rows ``nodes`` x all nodes."""
         r, c = self.rows, self.cols
         width = 2 * c - 1
@@ -399,11 +403,12 @@ class SOM:
         return self.grid.n_nodes
 
     def set_weights(self, weights) -> None:
-        w = torch.as_tensor(np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights)
-        w = w.reshape(self.n_nodes, -1).to(device=self.device, dtype=torch.float32).clone()
-        if w.shape[1] != self.dim:
-            raise ValueError(f"Weights have {w.shape[1]} features, the map expects {self.dim}.")
-        self.weights = w
+        """Replace the weights: anything of rows*cols*dim numbers, e.g. (N, dim) or (rows, cols, dim)."""
+        w = weights if isinstance(weights, torch.Tensor) else torch.from_numpy(np.array(weights, dtype=np.float32))
+        if w.numel() != self.n_nodes * self.dim:
+            raise ValueError(f"Weights of shape {tuple(w.shape)} do not fit a {self.config.rows} x "
+                             f"{self.config.cols} map of {self.dim} features.")
+        self.weights = w.reshape(self.n_nodes, self.dim).to(device=self.device, dtype=torch.float32).clone()
 
     def weights_grid(self) -> np.ndarray:
         """Weights as float32 numpy (rows, cols, dim)."""
@@ -525,11 +530,14 @@ class SOM:
         """(rows, cols): each node's mean weight distance to its adjacent nodes (not normalised)."""
         table = torch.from_numpy(self.grid.neighbour_table if diagonals else self.grid.edge_neighbour_table)
         table = table.to(self.device)
-        valid = table >= 0
         w = self.weights
-        d = (w[:, None, :] - w[table.clamp(min=0)]).norm(dim=2)  # (N, 8, dim) -> (N, 8)
-        mean = (d * valid).sum(1) / valid.sum(1).clamp(min=1)
-        return mean.cpu().numpy().reshape(self.shape)
+        total = torch.zeros(self.n_nodes, device=self.device)
+        for slot in range(table.shape[1]):  # one neighbour slot at a time: (N, dim) at most
+            other = table[:, slot]
+            valid = other >= 0
+            total += (w - w[other.clamp(min=0)]).norm(dim=1) * valid
+        count = (table >= 0).sum(1).clamp(min=1)
+        return (total / count).cpu().numpy().reshape(self.shape)
 
     def hits(self, x) -> np.ndarray:
         """(rows, cols) int64: how many samples each node is the BMU of."""
@@ -586,11 +594,17 @@ class SOM:
         from safetensors.torch import load_file
 
         path = Path(path)
-        side = json.loads(cls.sidecar_path(path).read_text())
-        if side.get("format") != "playground-som":
+        try:
+            side = json.loads(cls.sidecar_path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cls.sidecar_path(path)} is not valid JSON ({e}).") from e
+        if not isinstance(side, dict) or side.get("format") != "playground-som":
             raise ValueError(f"{cls.sidecar_path(path)} does not describe a saved SOM.")
-        config = SOMConfig.from_dict(side["config"])
-        tensors = load_file(str(path), device="cpu")
+        config = SOMConfig.from_dict(side.get("config") or {})
+        try:
+            tensors = load_file(str(path), device="cpu")
+        except Exception as e:  # safetensors raises its own error type for a damaged file
+            raise ValueError(f"{path} is not a readable safetensors file ({e}).") from e
         if "weights" not in tensors:
             raise ValueError(f"{path} holds no 'weights' tensor.")
         som = cls(config, int(side["dim"]), device=device, weights=tensors["weights"])
@@ -632,9 +646,10 @@ def train(data, config: SOMConfig, should_stop: Callable[[], bool] | None = None
 
     It yields at least every ~0.1 s of work, so closing it (``gen.close()``) cancels
     promptly. ``should_stop()`` returning True ends training early, with a final
-    snapshot. The trained :class:`SOM` is the generator's return value. Snapshots: one
-    per epoch in batch mode, about ``config.snapshots`` per run in online mode, and
-    always one at the end. ``initial_weights`` (rows*cols, dim) replaces the config's init.
+    snapshot. The trained :class:`SOM` is the generator's return value. Snapshots: about
+    ``config.snapshots`` per run (in batch mode at most one per epoch, so one per epoch
+    by default), and always one at the end; their QE and TE are measured on up to
+    METRIC_SAMPLE samples. ``initial_weights`` (rows*cols, dim) replaces the config's init.
     """
     config.check()
     x = _validate_data(data)
@@ -690,7 +705,7 @@ def _train_batch(som: SOM, x: np.ndarray, config: SOMConfig, stop) -> Generator:
     d2_flat = torch.from_numpy(grid.d2_table.ravel()).to(dev, torch.float32)
     steps_flat = torch.from_numpy(grid.steps_table.ravel()).to(dev, torch.float32)
     epochs = config.epochs
-    chunk = max(1, (1 << 22) // som.n_nodes)  # hit nodes per H block: about 16 MB
+    chunk = max(1, (1 << 21) // som.n_nodes)  # hit nodes per H block: about 8 MB of float32
     every = max(1, math.ceil(epochs / config.snapshots)) if config.snapshots > 0 else epochs + 1
     last_yield = time.perf_counter()
     for e in range(epochs):
@@ -706,7 +721,9 @@ def _train_batch(som: SOM, x: np.ndarray, config: SOMConfig, stop) -> Generator:
         for a in range(0, len(hit), chunk):
             u = hit[a : a + chunk]
             idx = torch.from_numpy(grid.offset_index(hit_np[a : a + chunk])).to(dev)
-            h = neighborhood_weights(config.neighborhood, d2_flat[idx], steps_flat[idx], sigma)  # (len(u), N)
+            halving = config.neighborhood == "halving"
+            h = neighborhood_weights(config.neighborhood, None if halving else d2_flat[idx],
+                                     steps_flat[idx] if halving else None, sigma)  # (len(u), N)
             num += h.T @ sums[u]
             den += h.T @ counts[u]
             if time.perf_counter() - last_yield > YIELD_EVERY_S:  # a long epoch: stay cancellable
@@ -756,7 +773,7 @@ def _train_online(som: SOM, x: np.ndarray, config: SOMConfig, rng: np.random.Gen
     w = som.weights.detach().cpu().numpy()
     every = max(1, math.ceil(total / config.snapshots)) if config.snapshots > 0 else total
     next_snap = min(every, total)
-    chunk = ONLINE_BLOCK * 4  # grows to ~YIELD_EVERY_S / 2 of work once the speed is known
+    chunk = 128  # steps; grows to ~YIELD_EVERY_S / 2 of work once the speed is known
     s = 0
     limiter = _single_thread_blas()
     while s < total:
@@ -768,7 +785,7 @@ def _train_online(som: SOM, x: np.ndarray, config: SOMConfig, rng: np.random.Gen
         with limiter():
             w = _online_steps(w, x, order.take(s, end), alpha, sigma, som.grid, config.neighborhood)
         elapsed = time.perf_counter() - t0
-        chunk = int(np.clip((end - s) * (0.5 * YIELD_EVERY_S) / max(elapsed, 1e-6), ONLINE_BLOCK, 1 << 20))
+        chunk = int(np.clip((end - s) * (0.5 * YIELD_EVERY_S) / max(elapsed, 1e-6), 32, 1 << 20))
         s = end
         stopping = s < total and stop()
         yield Progress(s / total, f"Online step {s:,} / {total:,} (epoch {min(s // n + 1, config.epochs)} / {config.epochs})")
@@ -815,12 +832,16 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
 
     The BMU minimises ||x - W_v||^2/2 - ||x||^2/2 = Q_v (S_v - m_v) = Q_v D_v, and the
     step turns S into (1 - h) S + h (m + B_k ||x_k||^2/2) = S + h (B_k ||x_k||^2/2 - D).
-    The products
-    x_k . W0_v (P) and x_k . x_j (G) take one matrix product per block, and so does
-    rebuilding the weights at its end. The big products run in float32 (the weights'
-    precision), the per-node numbers in float64. A block ends before Q can get tiny (B
-    is divided by it) and before any step whose learning rate is ~1 (1 - h could be 0);
-    such a step is done directly.
+    The products x_k . W0_v (P) and x_k . x_j (G) take one matrix product per block, and
+    so does rebuilding the weights at its end. A step costs about a dozen numpy calls on
+    length-N vectors, whatever the data's dimension.
+
+    All of it runs in float32, the weights' own precision. Everything per node is scaled
+    alike by 1/Q, so the BMU scores Q D come out as accurate as a float32 distance
+    computation (about 1e-7 of ||x||^2), as in batch mode and the metrics. B, S and m
+    grow like ||x||^2 / Q, so a block ends before prod(1 - alpha), a lower bound of Q,
+    falls below a floor that keeps them far from float32's limit (3e38); it also ends
+    before a learning rate of ~1, where 1 - h can be 0 (that step is done directly).
 
     The gaussian is separable, theta = exp(-c dy^2) exp(-c dx^2), so its h is an outer
     product of two short profiles (per block: one exp over the row offsets, one over the
@@ -836,27 +857,29 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
         dx2_same = grid._wrap(dj, cols) ** 2.0
         dj_half = np.arange(-cols, cols) + 0.5  # half-step offsets t+0.5; index cols+t
         dx2_other = grid._wrap(dj_half, cols) ** 2.0
-        # the exps in float32, which numpy does several times faster (then back to float64)
+        # float32 throughout (see above); numpy also does float32 exps several times faster
         dy2, dx2_same, dx2_other = (a.astype(np.float32) for a in (dy2, dx2_same, dx2_other))
         neg_c = (-0.5 / sigma**2).astype(np.float32)
         alpha32 = alpha.astype(np.float32)
 
-        def profiles(offsets2, c, scale=None):
-            e = np.exp(offsets2 * c)
-            return (e if scale is None else e * scale).astype(np.float64)
+    def profiles(offsets2, c, scale=1.0):
+        """exp(-c offset^2) * scale for each step of the block (rows) and each offset."""
+        return np.exp(offsets2 * c) * scale
+
     w = np.ascontiguousarray(w, dtype=np.float32)
-    q = np.empty(n_nodes)
-    s_half = 0.5 * np.einsum("ij,ij->i", w, w, dtype=np.float64)  # S = ||W||^2/2 while Q = 1
-    b = np.empty((ONLINE_BLOCK, n_nodes))
+    f32 = np.float32
+    q = np.empty(n_nodes, f32)
+    s_half = 0.5 * np.einsum("ij,ij->i", w, w)  # S = ||W||^2/2 while Q = 1
+    block = ONLINE_BLOCK_SMALL_MAP if n_nodes <= LARGE_MAP_NODES else ONLINE_BLOCK_LARGE_MAP
+    b = np.empty((block, n_nodes), f32)
     b_rows = list(b)
-    b_firsts = [b[:k].T for k in range(ONLINE_BLOCK)]  # B_0..B_{k-1} as (N, k) columns, made once
-    d = np.empty(n_nodes)
-    tmp = np.empty(n_nodes)
-    one_minus_h = np.empty(n_nodes)
-    h_grid = np.empty((rows, cols))
+    b_firsts = [b[:k].T for k in range(block)]  # B_0..B_{k-1} as (N, k) columns, made once
+    d = np.empty(n_nodes, f32)
+    tmp = np.empty(n_nodes, f32)
+    one_minus_h = np.empty(n_nodes, f32)
+    h_grid = np.empty((rows, cols), f32)
     h = h_grid.reshape(-1)
     dot, multiply, subtract, divide = np.dot, np.multiply, np.subtract, np.divide
-    from scipy.linalg.blas import dgemv  # y <- a A x + b y, in place
     n_steps = len(order)
     s = 0
     while s < n_steps:
@@ -865,15 +888,18 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
             u = int(np.einsum("ij,ij->i", w - xs, w - xs).argmin())
             theta = neighborhood_weights(kind, grid.d2_from(u), grid.steps_from(u), sigma[s])
             w = (w + (alpha[s] * theta)[:, None] * (xs - w)).astype(np.float32)
-            s_half = 0.5 * np.einsum("ij,ij->i", w, w, dtype=np.float64)
+            s_half = 0.5 * np.einsum("ij,ij->i", w, w)
             s += 1
             continue
-        ahead = alpha[s : s + ONLINE_BLOCK]
-        fine = (ahead <= 1.0 - 1e-6) & (np.cumprod(1.0 - ahead) > 1e-25)
-        end = s + (len(ahead) if fine.all() else int(np.argmin(fine)))
-        xb = x[order[s:end]]  # (K, dim)
-        p_rows = list((xb @ w.T).astype(np.float64))  # (K, N): x_k . W0_v
-        g = (xb @ xb.T).astype(np.float64)  # (K, K): x_k . x_j
+        ahead = alpha[s : s + block]
+        xb = x[order[s : s + block]]  # (K, dim)
+        biggest = max(1.0, 2.0 * float(s_half.max()), float(np.einsum("ij,ij->i", xb, xb).max()))
+        q_floor = max(1e-25, 1e-35 * biggest)
+        fine = (ahead <= 1.0 - 1e-6) & (np.cumprod(1.0 - ahead) > q_floor)
+        end = s + (len(ahead) if fine.all() else max(1, int(np.argmin(fine))))
+        xb = xb[: end - s]
+        p_rows = list(xb @ w.T)  # (K, N): x_k . W0_v
+        g = xb @ xb.T  # (K, K): x_k . x_j
         g_rows = list(g)
         x_half = (0.5 * np.diag(g)).tolist()  # ||x_k||^2 / 2
         if gaussian:  # per step: a column of row factors (alpha folded in) and a row of column factors
@@ -885,7 +911,7 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
         for k in range(end - s):
             # m = x_k . (W0 + sum_{j<k} B_j x_j) = P_k + B^T G_k, written over P_k;
             # the BMU minimises Q D with D = S - m
-            m = dgemv(1.0, b_firsts[k], g_rows[k][:k], 1.0, p_rows[k], overwrite_y=1) if k else p_rows[0]
+            m = sgemv(1.0, b_firsts[k], g_rows[k][:k], 1.0, p_rows[k], overwrite_y=1) if k else p_rows[0]
             subtract(s_half, m, d)
             multiply(q, d, tmp)
             iu, ju = divmod(int(tmp.argmin()), cols)
@@ -904,7 +930,7 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
                 u = iu * cols + ju
                 theta = neighborhood_weights(kind, grid.window(grid.d2_table, u),
                                              grid.window(grid.steps_table, u), sigma[s + k])
-                multiply(theta, alpha[s + k], out=h_grid)
+                multiply(theta, alpha[s + k], out=h_grid, casting="unsafe")
             # Q <- Q (1 - h);  B_k = h / Q;  S <- S + h (B_k ||x_k||^2 / 2 - D)
             subtract(1.0, h, one_minus_h)
             q *= one_minus_h
@@ -915,9 +941,9 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
             tmp *= h
             s_half += tmp
         # Rebuild the weights; S becomes Q S = ||W||^2 / 2 for the next block (Q = 1 again).
-        rebuilt = b[: end - s].T.astype(np.float32) @ xb
+        rebuilt = b[: end - s].T @ xb
         rebuilt += w
-        rebuilt *= q[:, None].astype(np.float32)
+        rebuilt *= q[:, None]
         w = rebuilt
         s_half *= q
         s = end

@@ -173,6 +173,7 @@ class TrainingPanel(QWidget):
         self._refresh_cost = 0.0
         self._plot_order = list(RunCurves.PLOT_ITEMS)
         self._plot_turn = 0
+        self._pictures_drawn_last = False
         self.redraw_timer = QTimer(self, interval=self.REDRAW_MS)
         self.redraw_timer.timeout.connect(self._refresh)
         self._build()
@@ -549,9 +550,16 @@ class TrainingPanel(QWidget):
         # What the last refresh cost: its own Python time plus the paints that followed it.
         spent = self._refresh_cost + (PaintMeter.total - self._paint_mark)
         t0 = time.perf_counter()
-        if self._dirty and self.current is not None:
+        if self._pending_pictures is not None and not self._pictures_drawn_last:
+            # The epoch's pictures get a tick of their own (every other tick at most), so no
+            # tick paints much and short epochs do not starve the plots.
+            self._on_pictures(self._pending_pictures)
+            self._pending_pictures = None
+            self._pictures_drawn_last = True
+        elif self._dirty and self.current is not None:
             # One plot per tick, in turn: a paint of one plot is short, so the event loop never
             # waits long, whereas a paint of all five at once can take 50 ms on a slow machine.
+            self._pictures_drawn_last = False
             plot = self._plot_order[self._plot_turn % len(self._plot_order)]
             self._plot_turn += 1
             self._dirty = self._plot_turn % len(self._plot_order) != 0
@@ -563,11 +571,10 @@ class TrainingPanel(QWidget):
             if self._pending_status:
                 self.status.setText(self._pending_status)
                 self._pending_status = ""
-            if self._pending_pictures is not None:
-                self._on_pictures(self._pending_pictures)
-                self._pending_pictures = None
-        elif not self.running:
-            self.redraw_timer.stop()
+        else:
+            self._pictures_drawn_last = False
+            if not self.running:
+                self.redraw_timer.stop()
         self._refresh_cost = time.perf_counter() - t0
         self._paint_mark = PaintMeter.total
         # Each tick draws one of the plots, so the limits are per plot.
@@ -612,6 +619,9 @@ class TrainingPanel(QWidget):
     def _on_ended(self, state: str) -> None:
         if self.current is not None:
             self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
+        if self._pending_pictures is not None:
+            self._on_pictures(self._pending_pictures)
+            self._pending_pictures = None
         self._dirty = True
         self._refresh()
         if state == "finished" and self.job is not None and self.job.value is not None:
