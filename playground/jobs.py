@@ -131,8 +131,9 @@ class Job(QObject):
 
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, name: str,
                  device: str, interactive: bool, arbiter: DeviceArbiter,
-                 parent: QObject | None = None) -> None:
+                 delivery_ms: int = DELIVERY_INTERVAL_MS, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.delivery_ms = delivery_ms
         self.id = next(Job._ids)
         self.name = name
         self.device = device
@@ -270,7 +271,7 @@ class Job(QObject):
         """Drain the worker's buffer on the GUI thread, at most 20 times a second."""
         if self._delivery_scheduled:
             return
-        wait_ms = DELIVERY_INTERVAL_MS - (time.monotonic() - self._last_delivery) * 1000
+        wait_ms = self.delivery_ms - (time.monotonic() - self._last_delivery) * 1000
         with self._lock:
             ending = self._outcome is not None
         if wait_ms > 1 and not ending:
@@ -384,8 +385,11 @@ class JobPool(QObject):
         return self._arbiters[key]
 
     def submit(self, fn: Callable[..., Any], *args: Any, name: str = "Job", device: str = "cpu",
-               interactive: bool = False, **kwargs: Any) -> Job:
+               interactive: bool = False, delivery_ms: int = DELIVERY_INTERVAL_MS, **kwargs: Any) -> Job:
         """Run ``fn(*args, **kwargs)`` on a worker thread and return its :class:`Job`.
+
+        ``delivery_ms`` is the fewest milliseconds between two deliveries of results: a
+        panel that draws only a few times a second asks for fewer, larger batches.
 
         Connect to the job's signals right after this call: nothing is delivered before
         the GUI's event loop runs again.
@@ -393,7 +397,7 @@ class JobPool(QObject):
         if self._closed:
             raise RuntimeError("The job pool is shut down")
         job = Job(fn, args, kwargs, name=name, device=device, interactive=interactive,
-                  arbiter=self.arbiter(device), parent=self)
+                  arbiter=self.arbiter(device), delivery_ms=delivery_ms, parent=self)
         self.jobs.append(job)
         job.ended.connect(lambda _state, j=job: self._on_ended(j))
         with self._busy_lock:

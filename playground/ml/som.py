@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from scipy.linalg.blas import sgemv  # y <- a A x + b y, written over y: one call for P_k + B^T G_k
 
+from ..errors import UserError
 from ..progress import Progress
 
 TOPOLOGIES = ("rectangular", "hexagonal")
@@ -85,6 +86,14 @@ YIELD_EVERY_S = 0.1  # the training generator yields at least this often
 # per-block matrix products among more steps, but every step's product with B grows with
 # the block and the map. Measured best here: 48 on maps up to 2,500 nodes, 32 above.
 ONLINE_BLOCK_SMALL_MAP, ONLINE_BLOCK_LARGE_MAP, LARGE_MAP_NODES = 48, 32, 2500
+
+
+def online_block(n_nodes: int) -> int:
+    return ONLINE_BLOCK_SMALL_MAP if n_nodes <= LARGE_MAP_NODES else ONLINE_BLOCK_LARGE_MAP
+
+
+class SOMDivergedError(UserError, ArithmeticError):
+    """Online training blew up: the weights grew past float32's range."""
 
 
 # -----------------------------------------------------------------------------
@@ -137,7 +146,8 @@ class SOMConfig:
                    "sigma_schedule": SCHEDULES, "init": INITS, "mode": MODES, "order": ORDERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                bad.append(f"Unknown {name.replace('_', ' ')} {getattr(self, name)!r}; choose one of {', '.join(allowed)}.")
+                bad.append(f"Unknown {name.replace('_', ' ')} {getattr(self, name)!r}; "
+                           f"choose one of {', '.join(allowed)}.")
         if not isinstance(self.toroidal, bool):
             bad.append("'toroidal' must be true or false.")
         if self.sigma0 is not None and not (is_num(self.sigma0) and 0 < self.sigma0 <= 1000):
@@ -766,14 +776,24 @@ class _SampleOrder:
 
 
 def _train_online(som: SOM, x: np.ndarray, config: SOMConfig, rng: np.random.Generator, stop) -> Generator:
-    """Kohonen's online rule over epochs * n steps, in time-boxed chunks (numpy, CPU)."""
+    """Kohonen's online rule over epochs * n steps, in time-boxed chunks (numpy, CPU).
+
+    Chunks and snapshots fall on block boundaries (multiples of the block length), so
+    the result does not depend on how the work was cut up: the same seed gives the same
+    map, whatever the machine's speed or the number of snapshots.
+    """
     n = len(x)
     total = config.epochs * n
     order = _SampleOrder(n, config.order, rng)
     w = som.weights.detach().cpu().numpy()
-    every = max(1, math.ceil(total / config.snapshots)) if config.snapshots > 0 else total
+    block = online_block(som.n_nodes)
+
+    def whole_blocks(steps: float) -> int:
+        return max(block, int(steps) // block * block)
+
+    every = whole_blocks(math.ceil(total / config.snapshots)) if config.snapshots > 0 else total
     next_snap = min(every, total)
-    chunk = 128  # steps; grows to ~YIELD_EVERY_S / 2 of work once the speed is known
+    chunk = whole_blocks(128)  # grows to ~YIELD_EVERY_S / 2 of work once the speed is known
     s = 0
     limiter = _single_thread_blas()
     while s < total:
@@ -782,13 +802,14 @@ def _train_online(som: SOM, x: np.ndarray, config: SOMConfig, rng: np.random.Gen
         alpha = schedule(config.lr_schedule, config.lr0, config.lr_end, steps / total)
         sigma = schedule(config.sigma_schedule, config.start_sigma, config.sigma_end, steps / total)
         t0 = time.perf_counter()
-        with limiter():
-            w = _online_steps(w, x, order.take(s, end), alpha, sigma, som.grid, config.neighborhood)
+        with limiter(), np.errstate(over="ignore", invalid="ignore"):  # divergence is checked for
+            w = _online_steps(w, x, order.take(s, end), alpha, sigma, som.grid, config.neighborhood, block)
         elapsed = time.perf_counter() - t0
-        chunk = int(np.clip((end - s) * (0.5 * YIELD_EVERY_S) / max(elapsed, 1e-6), 32, 1 << 20))
+        chunk = whole_blocks(min((end - s) * (0.5 * YIELD_EVERY_S) / max(elapsed, 1e-6), 1 << 20))
         s = end
         stopping = s < total and stop()
-        yield Progress(s / total, f"Online step {s:,} / {total:,} (epoch {min(s // n + 1, config.epochs)} / {config.epochs})")
+        epoch_now = min(s // n + 1, config.epochs)
+        yield Progress(s / total, f"Online step {s:,} / {total:,} (epoch {epoch_now} / {config.epochs})")
         if s == next_snap or s == total or stopping:
             som.weights = torch.from_numpy(w.copy()).to(som.device)
             yield {"step": s, "epoch": s // n, "fraction": s / total,
@@ -817,7 +838,7 @@ def _single_thread_blas():
 
 
 def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.ndarray,
-                  sigma: np.ndarray, grid: Grid, kind: str) -> np.ndarray:
+                  sigma: np.ndarray, grid: Grid, kind: str, block: int = 32) -> np.ndarray:
     """Apply the online rule for the samples ``x[order]`` to weights ``w`` (N, dim); return the new weights.
 
     Exact, but lazy. Write one step as W_v <- (1 - h_v) W_v + h_v x with h_v = alpha *
@@ -870,7 +891,6 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
     f32 = np.float32
     q = np.empty(n_nodes, f32)
     s_half = 0.5 * np.einsum("ij,ij->i", w, w)  # S = ||W||^2/2 while Q = 1
-    block = ONLINE_BLOCK_SMALL_MAP if n_nodes <= LARGE_MAP_NODES else ONLINE_BLOCK_LARGE_MAP
     b = np.empty((block, n_nodes), f32)
     b_rows = list(b)
     b_firsts = [b[:k].T for k in range(block)]  # B_0..B_{k-1} as (N, k) columns, made once
@@ -891,8 +911,9 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
             s_half = 0.5 * np.einsum("ij,ij->i", w, w)
             s += 1
             continue
-        ahead = alpha[s : s + block]
-        xb = x[order[s : s + block]]  # (K, dim)
+        block_end = (s // block + 1) * block  # blocks stay on multiples of ``block``
+        ahead = alpha[s:block_end]
+        xb = x[order[s:block_end]]  # (K, dim)
         biggest = max(1.0, 2.0 * float(s_half.max()), float(np.einsum("ij,ij->i", xb, xb).max()))
         q_floor = max(1e-25, 1e-35 * biggest)
         fine = (ahead <= 1.0 - 1e-6) & (np.cumprod(1.0 - ahead) > q_floor)
@@ -946,5 +967,10 @@ def _online_steps(w: np.ndarray, x: np.ndarray, order: np.ndarray, alpha: np.nda
         rebuilt *= q[:, None]
         w = rebuilt
         s_half *= q
+        if not np.isfinite(s_half).all():
+            raise SOMDivergedError(
+                "Training diverged: the weights grew without bound. The Mexican hat pushes the "
+                "nodes in its negative ring away from each sample; with a learning rate this "
+                "high they fly apart. Lower the learning rate (say 0.02) or pick another neighbourhood.")
         s = end
     return w

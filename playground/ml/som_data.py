@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +135,8 @@ def digits(standardize: bool = False) -> SOMData:
 
 def mnist1d(standardize: bool = False) -> SOMData:
     """The 4000 training signals of MNIST-1D, built offline (about a second, cached)."""
-    from .training.data import mnist1d_arrays  # make_dataset with the default arguments
+    os.environ.setdefault("MPLBACKEND", "Agg")  # mnist1d imports pyplot; no GUI backend in a worker
+    from .training.data import mnist1d_arrays  # make_dataset(get_dataset_args()), cached; never downloads
 
     d = mnist1d_arrays()
     x = np.asarray(d["x"], dtype=np.float64)
@@ -260,7 +262,8 @@ def load_csv(path, label_column: str | int | None = None, standardize: bool = Tr
     rows = _split_rows(_read_text(path), name)
     header = _has_header(rows)
     width = len(rows[0][1])
-    names = [c or f"column {j + 1}" for j, c in enumerate(rows[0][1])] if header else [f"column {j + 1}" for j in range(width)]
+    first = rows[0][1] if header else [""] * width
+    names = [c or f"column {j + 1}" for j, c in enumerate(first)]
     data = rows[1:] if header else rows
     if not data:
         raise SOMDataError(f"{name} has a header line but no data.")

@@ -153,6 +153,7 @@ class TrainingPanel(QWidget):
     #: with the training thread, so the interval stretches to keep the time spent drawing
     #: (measured by PaintMeter) under DRAW_DUTY of the wall time.
     REDRAW_MS = 250
+    DELIVERY_MS = 100  # points arrive in batches at most 10 times a second (drawn less often)
     MAX_REDRAW_MS = 3000
     DRAW_DUTY = 0.02
 
@@ -467,7 +468,7 @@ class TrainingPanel(QWidget):
         self.controls.set_status("")
         self.status.setText(f"Starting {MODELS[cfg.model]} on {DATASETS[cfg.dataset]}…")
         self.job = self.ctx.pool.submit(train, cfg, self.store, name=f"Train {MODELS[cfg.model]}",
-                                        device=cfg.device)
+                                        device=cfg.device, delivery_ms=self.DELIVERY_MS)
         self.job.results.connect(self._on_results)
         self.job.progress.connect(self._on_progress)
         self.job.failed.connect(self._on_failed)

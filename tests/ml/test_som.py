@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from playground.ml.som import (SOM, Grid, SOMConfig, SOMSnapshot, fit, neighborhood_weights, schedule,
-                               train)
+from playground.ml.som import (SOM, Grid, SOMConfig, SOMDivergedError, SOMSnapshot, fit, neighborhood_weights,
+                               schedule, train)
 from playground.progress import Progress
 
 
@@ -245,18 +245,33 @@ def test_same_seed_same_map_and_other_seed_other_map():
     assert not torch.equal(a.weights, c.weights)
 
 
+def test_online_result_does_not_depend_on_how_the_run_is_cut_up(digits):
+    """Snapshots and time-boxed chunks split the work; the map must come out the same."""
+    base = dict(rows=7, cols=8, mode="online", epochs=2, seed=4)
+    a = fit(digits[:700], SOMConfig(**base, snapshots=0))
+    b = fit(digits[:700], SOMConfig(**base, snapshots=37))
+    assert torch.equal(a.weights, b.weights)
+
+
 def test_every_topology_and_neighbourhood_trains(digits):
     x = digits[:300]
     for topology in ("rectangular", "hexagonal"):
         for toroidal in (False, True):
             for kind in ("gaussian", "bubble", "triangle", "halving", "mexican_hat"):
                 for mode in ("online", "batch"):
-                    config = SOMConfig(rows=4, cols=5 if not toroidal else 4, topology=topology,
+                    lr0 = 0.02 if kind == "mexican_hat" else 0.5  # its negative ring diverges at 0.5
+                    config = SOMConfig(rows=4, cols=5 if not toroidal else 4, topology=topology, lr0=lr0,
                                        toroidal=toroidal, neighborhood=kind, mode=mode, epochs=2, sigma0=2.0)
                     if config.validate():  # mexican hat + batch is refused
                         continue
                     som = fit(x, config)
                     assert torch.isfinite(som.weights).all(), (topology, toroidal, kind, mode)
+
+
+def test_a_diverging_run_stops_with_a_readable_error(digits):
+    config = SOMConfig(rows=4, cols=5, neighborhood="mexican_hat", mode="online", epochs=3, lr0=0.5)
+    with pytest.raises(SOMDivergedError, match="learning rate"):
+        fit(digits[:300], config)
 
 
 def test_generator_can_be_closed_early_and_yields_often(digits):
