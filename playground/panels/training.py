@@ -259,6 +259,7 @@ class TrainingPanel(QWidget):
         self.dataset.currentIndexChanged.connect(self._on_dataset_changed)
         self.model.currentIndexChanged.connect(self._on_model_changed)
         self._on_dataset_changed()
+        self.set_config(TrainConfig())  # the defaults, until the saved settings are loaded
 
         return compact_form(form_box)
 

@@ -190,3 +190,13 @@ def test_shortcuts_belong_to_the_visible_tab(qtbot, window):
     qtbot.keyClick(panel.lr, Qt.Key.Key_Period, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: not panel.running, timeout=10000)
     assert panel.job.state in ("cancelled", "finished")
+
+
+def test_first_launch_shows_the_default_config(window):
+    from playground.ml.training.trainer import TrainConfig
+
+    cfg, problems = panel_of(window).config()
+    assert problems == {}
+    default = TrainConfig()
+    assert (cfg.dataset, cfg.model, cfg.optimizer, cfg.lr, cfg.epochs) == \
+        (default.dataset, default.model, default.optimizer, default.lr, default.epochs)
