@@ -7,7 +7,9 @@ Trains the same model on the same data, alternately
   plotted live (offscreen Qt), with a 10 ms QTimer measuring the event loop's worst delay,
 
 and prints throughput (optimisation steps per second of training time) with the dashboard
-divided by without. Goals (issue 2): ratio >= 0.97, worst timer delay < 50 ms.
+divided by without. The timer probe runs in separate runs of its own, so that its 100
+wake-ups a second do not count against the dashboard's throughput.
+Goals (issue 2): ratio >= 0.97, worst timer delay < 50 ms.
 
     python benchmarks/dashboard_overhead.py [--dataset digits --model mlp --epochs 20 --repeats 3]
 """
@@ -57,7 +59,7 @@ def main() -> None:
         result = run_to_end(cfg, store, data=data)
         return result.steps / result.seconds
 
-    def dashboard() -> tuple[float, float]:
+    def dashboard(probe: bool) -> tuple[float, float]:
         settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
         win = MainWindow(AppContext(settings))
         win.resize(1400, 900)
@@ -78,7 +80,8 @@ def main() -> None:
             clock.restart()
 
         timer.timeout.connect(tick)
-        timer.start()
+        if probe:
+            timer.start()
         panel.start()
         job = panel.job
         loop = QEventLoop()  # the app's own event loop: it sleeps until something happens
@@ -93,17 +96,16 @@ def main() -> None:
         assert result is not None and result.status == "finished", job.error
         if os.environ.get("BENCH_VERBOSE"):
             print(f"  GUI thread busy {gui_share:.1%} of the run; largest delays (ms @ s):", ", ".join(f"{d:.0f}@{t:.2f}" for d, t in sorted(delays)[-5:]))
-        return result.steps / result.seconds, max(d for d, _ in delays)
+        return result.steps / result.seconds, max((d for d, _ in delays), default=float("nan"))
 
     # Warm-up both paths once (imports, first allocations), then alternate.
     headless()
-    dashboard()
+    dashboard(probe=True)
     without, with_, delays = [], [], []
     for _ in range(args.repeats):
         without.append(headless())
-        rate, delay = dashboard()
-        with_.append(rate)
-        delays.append(delay)
+        with_.append(dashboard(probe=False)[0])  # throughput: no probe timer to disturb it
+        delays.append(dashboard(probe=True)[1])  # responsiveness: a separate run with the probe
     a, b = statistics.median(without), statistics.median(with_)
     print(f"model {args.model} on {args.dataset}, {args.epochs} epochs, batch {args.batch_size}, "
           f"{args.repeats} alternating repeats, {os.cpu_count()} CPUs, {threads} torch threads")

@@ -599,7 +599,8 @@ class TrainingPanel(QWidget):
         name = item.config.get("name") or f"{MODELS[item.config['model']]} · {item.config['dataset']}"
         self.current = self._new_curves(item.run_id or f"unsaved-{len(self.curves)}", name)
         self.data_note.setText(item.data_note + f" · {item.parameters:,} parameters")
-        self.refresh_runs()
+        if item.run_id:
+            self._update_run_row(item.run_id)
 
     def _new_curves(self, run_id: str, name: str) -> RunCurves:
         if run_id in self.curves:
@@ -635,7 +636,8 @@ class TrainingPanel(QWidget):
         elif state == "cancelled":
             self.status.setText("Stopped. What the run learned so far is kept in the runs table.")
         self._update_buttons()
-        self.refresh_runs()
+        if self.current is not None and not self.current.run_id.startswith("unsaved-"):
+            self._update_run_row(self.current.run_id)
 
     # -- plots -------------------------------------------------------------------------------
     total_steps = 0
@@ -659,27 +661,43 @@ class TrainingPanel(QWidget):
 
     # -- runs table ----------------------------------------------------------------------------
     def refresh_runs(self) -> None:
+        """Read the runs folder again and list every run, newest first."""
         self.table.blockSignals(True)
         runs = list(reversed(self.store.list_runs()))
         self.table.setRowCount(len(runs))
         for r, info in enumerate(runs):
-            shown = QTableWidgetItem()
-            shown.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-            shown.setCheckState(Qt.CheckState.Checked if info.id in self.curves and
-                                self.curves[info.id].items["loss"].isVisible() else Qt.CheckState.Unchecked)
-            shown.setData(Qt.ItemDataRole.UserRole, info.id)
-            shown.setToolTip("Show this run in the plots")
-            cells = [shown, QTableWidgetItem(info.name), QTableWidgetItem(DATASETS.get(info.dataset, info.dataset)),
-                     QTableWidgetItem(MODELS.get(info.model, info.model)),
-                     QTableWidgetItem("" if info.best_val_acc is None else f"{info.best_val_acc:.2%}"),
-                     QTableWidgetItem(info.status)]
-            for c, item in enumerate(cells):
-                if c > 1:
-                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                self.table.setItem(r, c, item)
+            self._fill_row(r, info)
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.blockSignals(False)
+
+    def _update_run_row(self, run_id: str) -> None:
+        """Show one run's current state in its row (a new run gets a new top row)."""
+        self.table.blockSignals(True)
+        rows = [r for r in range(self.table.rowCount()) if self._row_id(r) == run_id]
+        if rows:
+            row = rows[0]
+        else:
+            row = 0
+            self.table.insertRow(0)
+        self._fill_row(row, self.store.info(run_id))
+        self.table.blockSignals(False)
+
+    def _fill_row(self, r: int, info: runstore.RunInfo) -> None:
+        shown = QTableWidgetItem()
+        shown.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+        shown.setCheckState(Qt.CheckState.Checked if info.id in self.curves and
+                            self.curves[info.id].items["loss"].isVisible() else Qt.CheckState.Unchecked)
+        shown.setData(Qt.ItemDataRole.UserRole, info.id)
+        shown.setToolTip("Show this run in the plots")
+        cells = [shown, QTableWidgetItem(info.name), QTableWidgetItem(DATASETS.get(info.dataset, info.dataset)),
+                 QTableWidgetItem(MODELS.get(info.model, info.model)),
+                 QTableWidgetItem("" if info.best_val_acc is None else f"{info.best_val_acc:.2%}"),
+                 QTableWidgetItem(info.status)]
+        for c, item in enumerate(cells):
+            if c > 1:
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            self.table.setItem(r, c, item)
 
     def _row_id(self, row: int) -> str:
         return self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
