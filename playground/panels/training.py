@@ -464,7 +464,9 @@ class TrainingPanel(QWidget):
             return
         self.form_error.setText("")
         self.save_settings()
-        self.current = None
+        # The run's curves (and legend entry) are made now, on the click, not while it trains.
+        self.current = self._new_curves(f"pending-{self._color_index}",
+                                        cfg.name or f"{MODELS[cfg.model]} · {cfg.dataset}")
         self.progress.setValue(0)
         self.controls.set_status("")
         self.status.setText(f"Starting {MODELS[cfg.model]} on {DATASETS[cfg.dataset]}…")
@@ -596,8 +598,10 @@ class TrainingPanel(QWidget):
     def _on_run_started(self, item: RunStarted) -> None:
         self.classes = item.classes
         self.total_steps = item.total_steps
-        name = item.config.get("name") or f"{MODELS[item.config['model']]} · {item.config['dataset']}"
-        self.current = self._new_curves(item.run_id or f"unsaved-{len(self.curves)}", name)
+        if self.current is not None:  # the curves made on Start now belong to this run
+            run_id = item.run_id or f"unsaved-{len(self.curves)}"
+            self.curves[run_id] = self.curves.pop(self.current.run_id)
+            self.current.run_id = run_id
         self.data_note.setText(item.data_note + f" · {item.parameters:,} parameters")
         if item.run_id:
             self._update_run_row(item.run_id)
@@ -616,10 +620,17 @@ class TrainingPanel(QWidget):
         self.samples.set_samples(pics.samples, pics.sample_labels, pics.sample_preds, self.classes)
         self.filters.set_filters(pics.filters)
 
+    def _drop_empty_current(self) -> None:
+        """A run that never started (bad folder, offline download) leaves no empty curves behind."""
+        if self.current is not None and self.current.run_id.startswith("pending-"):
+            self.curves.pop(self.current.run_id).remove(self.plots)
+            self.current = None
+
     def _on_failed(self, message: str) -> None:
         self.controls.set_status(f"The run failed: {message}", error=True)
 
     def _on_ended(self, state: str) -> None:
+        self._drop_empty_current()
         if self.current is not None:
             self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
         if self._pending_pictures is not None:
