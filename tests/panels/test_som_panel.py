@@ -2,21 +2,15 @@
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 
-from playground.app import AppContext, MainWindow
 from playground.panels.som import VIEWS, SOMPanel
 
 
 @pytest.fixture
-def panel(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(AppContext(settings))
-    qtbot.addWidget(win)
-    win.show()
-    win.tabs.setCurrentWidget(win.panel(SOMPanel))
-    yield win.panel(SOMPanel)
-    win.close()
+def panel(window):
+    window.tabs.setCurrentWidget(window.panel(SOMPanel))
+    return window.panel(SOMPanel)
 
 
 def choose(combo, key):

@@ -11,16 +11,6 @@ from playground.app import AppContext, MainWindow
 from playground.panels.training import TrainingPanel, ema
 
 
-@pytest.fixture
-def window(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(AppContext(settings))
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
-
-
 def panel_of(win) -> TrainingPanel:
     return win.panel(TrainingPanel)
 
