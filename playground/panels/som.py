@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 
 from ..ml import som as somlib
 from ..ml import som_data
+from ..errors import friendly_message
 from ..progress import Progress
 from ..widgets.forms import JobControls, compact_form
 from ..widgets.som_view import MapView, PlanesView
@@ -158,9 +159,16 @@ class SOMPanel(QWidget):
             self.view_choice.addItem(label, key)
         top.addWidget(self.view_choice)
         top.addStretch(1)
+        self.save_button = QPushButton("Save map…")
+        self.save_button.setToolTip("Save the map shown (.safetensors + .json)")
+        self.save_button.clicked.connect(lambda: self.save_map())
+        self.open_button = QPushButton("Open map…")
+        self.open_button.setToolTip("Open a map saved here before")
+        self.open_button.clicked.connect(lambda: self.open_map())
         self.export_button = QPushButton("Export PNG…")
         self.export_button.clicked.connect(lambda: self.export_png())
-        top.addWidget(self.export_button)
+        for b in (self.save_button, self.open_button, self.export_button):
+            top.addWidget(b)
         layout.addLayout(top)
         self.stack = QStackedWidget()
         self.map_view = MapView()
@@ -479,6 +487,43 @@ class SOMPanel(QWidget):
             self.view_choice.setCurrentIndex(self.view_choice.findData("umatrix"))
         r, c = divmod(int(bmus[row]), self.config.cols)
         self.hover_info.setText(f"Sample #{row}: best matching unit ({r}, {c})")
+
+    def save_map(self, path: str | None = None) -> str | None:
+        """Save the map being shown (the history slider picks which moment)."""
+        if self.viewer is None:
+            self.controls.set_status("Train or open a map first.", error=True)
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save the map", "som.safetensors",
+                                                  "SOM maps (*.safetensors)")
+        if not path:
+            return None
+        try:
+            self.viewer.save(path)
+        except OSError as exc:
+            self.controls.set_status(f"Could not save the map: {friendly_message(exc)}", error=True)
+            return None
+        self.ctx.show_message(f"Saved the map to {path}")
+        return path
+
+    def open_map(self, path: str | None = None) -> bool:
+        """Show a map saved before (its own data is not stored with it: hits and labels need training data)."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a map", "", "SOM maps (*.safetensors)")
+        if not path:
+            return False
+        try:
+            som = somlib.SOM.load(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a message
+            self.controls.set_status(f"Could not open {Path(path).name}: {friendly_message(exc)}", error=True)
+            return False
+        self.config, self.viewer, self.snapshots, self.data, self._bmus = som.config, som, [], None, None
+        self.sample_list.clear()
+        self.history.setMaximum(0)
+        self.history_label.setText(f"opened {Path(path).name}")
+        self.controls.set_status(f"Opened a {som.config.rows}x{som.config.cols} map with {som.dim} features.")
+        self.redraw()
+        return True
 
     def export_png(self, path: str | None = None) -> str | None:
         if path is None:

@@ -100,3 +100,22 @@ def test_invalid_form_is_refused(qtbot, panel):
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     assert "CSV" in panel.form_error.text()
     assert panel.job is None
+
+
+def test_save_and_open_a_map(qtbot, panel, tmp_path):
+    train_small(qtbot, panel)
+    weights = panel.viewer.weights_grid().copy()
+    saved = panel.save_map(str(tmp_path / "map.safetensors"))
+    from playground.ml.som import SOM
+
+    assert saved and SOM.sidecar_path(saved).exists()
+    panel.viewer = None
+    assert panel.open_map(saved)
+    assert np.allclose(panel.viewer.weights_grid(), weights)
+    assert (panel.map_view.rows, panel.map_view.cols) == (6, 8)
+    # A file that is not a map gives a message, and the map shown stays.
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    assert not panel.open_map(str(junk))
+    assert "Could not open junk.safetensors" in panel.status.text()
+    assert np.allclose(panel.viewer.weights_grid(), weights)
