@@ -77,28 +77,39 @@ def check_cancelled() -> None:
 
 
 class DeviceArbiter:
-    """Hands one device between jobs, one step at a time; interactive jobs go first."""
+    """Hands one device between jobs, one step at a time, in turn; interactive jobs go first.
+
+    Waiters queue in order of arrival (interactive ones ahead of background ones), and a
+    job that releases the device and asks again goes to the back of its queue, so two
+    background jobs on one device take turns instead of one starving the other.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._busy = False
-        self._interactive_waiting = 0
+        self._queues: dict[bool, list[object]] = {True: [], False: []}
+
+    def _next(self) -> object | None:
+        for interactive in (True, False):
+            if self._queues[interactive]:
+                return self._queues[interactive][0]
+        return None
 
     def acquire(self, interactive: bool, cancelled: threading.Event) -> bool:
         """Wait for the device. Returns False (without holding it) if cancelled meanwhile."""
+        ticket = object()
         with self._cond:
-            if interactive:
-                self._interactive_waiting += 1
+            self._queues[interactive].append(ticket)
             try:
-                while self._busy or (not interactive and self._interactive_waiting):
+                while self._busy or self._next() is not ticket:
                     if cancelled.is_set():
                         return False
                     self._cond.wait(0.05)
                 self._busy = True
                 return True
             finally:
-                if interactive:
-                    self._interactive_waiting -= 1
+                self._queues[interactive].remove(ticket)
+                self._cond.notify_all()
 
     def release(self) -> None:
         with self._cond:
@@ -415,6 +426,9 @@ class JobPool(QObject):
         if job in self.jobs:
             self.jobs.remove(job)
         self.jobEnded.emit(job)
+        # Forget the job's inputs, and let Python own it: it goes when the panel lets go.
+        job._fn, job._args, job._kwargs = None, (), {}
+        job.setParent(None)
 
     def active_jobs(self) -> list[Job]:
         return [j for j in self.jobs if not j.is_done]

@@ -207,9 +207,47 @@ def test_shutdown_cancels_and_joins_running_jobs(qtbot):
     t0 = time.monotonic()
     assert pool.shutdown(timeout_s=5)
     assert time.monotonic() - t0 < 3
-    assert all(not t.isRunning() for t in pool._threads) or pool._threads == []
+    assert pool._threads == []  # cleared only once every thread has stopped
     assert [j.state for j in jobs] == ["cancelled"] * 3
     # Results yielded before the shutdown are still delivered.
     assert all(g["items"] for g in got)
     with pytest.raises(RuntimeError):
         pool.submit(forever, 9)
+
+
+def test_background_jobs_on_one_device_take_turns(qtbot, pool):
+    steps = {"a": 0, "b": 0}
+
+    def busy(name):
+        while True:
+            steps[name] += 1
+            time.sleep(0.002)  # a short "training step" holding the device
+            yield None
+
+    a = pool.submit(busy, "a", device="cpu")
+    b = pool.submit(busy, "b", device="cpu")
+    qtbot.wait(1000)
+    a.cancel()
+    b.cancel()
+    with qtbot.waitSignals([a.ended, b.ended], timeout=5000):
+        pass
+    assert steps["a"] > 20 and steps["b"] > 20, steps
+    assert 0.25 < steps["a"] / (steps["a"] + steps["b"]) < 0.75, steps
+
+
+def test_ended_jobs_let_go_of_their_inputs(qtbot, pool):
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    job = pool.submit(lambda p: 1, payload)
+    with qtbot.waitSignal(job.ended, timeout=5000):
+        pass
+    del payload
+    gc.collect()
+    assert ref() is None
+    assert job not in pool.children()

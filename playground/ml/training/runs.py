@@ -74,6 +74,12 @@ class RunWriter:
         self._metrics.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def update(self, **fields: Any) -> None:
+        # The name may have been changed (renamed in the runs table) while the run trains.
+        try:
+            with open(self.path / "status.json") as f:
+                self._status["name"] = json.load(f).get("name", self._status.get("name"))
+        except (OSError, ValueError):
+            pass
         self._status.update(fields)
         _write_json_atomic(self.path / "status.json", self._status)
 

@@ -243,14 +243,13 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None = None,
     config = {**cfg.to_dict(), "classes": data.classes, "input_shape": list(data.input_shape),
               "data_note": data.describe()}
     writer = store.create(config, cfg.name) if store is not None else None
-    run_id = writer.id if writer else ""
-    result = RunResult(run_id, runstore.RUNNING, 0, None, None, 0, 0.0)
-    yield RunStarted(run_id, config, data.classes, data.describe(), data.input_shape,
-                     steps_per_epoch, total_steps, sum(p.numel() for p in model.parameters()))
-
+    result = RunResult(writer.id if writer else "", runstore.RUNNING, 0, None, None, 0, 0.0)
     start = time.perf_counter()
     step = 0
     try:
+        # Inside the try: a Stop right here still closes the run on disk as "stopped".
+        yield RunStarted(result.run_id, config, data.classes, data.describe(), data.input_shape,
+                         steps_per_epoch, total_steps, sum(p.numel() for p in model.parameters()))
         for epoch in range(1, cfg.epochs + 1):
             order = torch.randperm(n, generator=gen).to(device)
             run_loss, run_correct = torch.zeros((), device=device), torch.zeros((), device=device)

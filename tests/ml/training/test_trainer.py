@@ -161,3 +161,23 @@ def test_store_rename_delete_export(digits, tmp_path):
     with pytest.raises(ValueError):
         store.delete("../../etc")
     json.loads((store.root / b.run_id / "config.json").read_text())
+
+
+def test_stop_right_after_start_closes_the_run(digits, tmp_path):
+    store = runstore.RunStore(tmp_path)
+    gen = train(TrainConfig(epochs=5), store, data=digits)
+    started = next(gen)
+    assert isinstance(started, RunStarted)
+    gen.close()  # a Stop before the first step
+    assert store.info(started.run_id).status == "stopped"
+    assert store.weights_path(started.run_id) is not None
+
+
+def test_renaming_a_run_while_it_trains_sticks(digits, tmp_path):
+    store = runstore.RunStore(tmp_path)
+    gen = train(TrainConfig(epochs=3, name="orig"), store, data=digits)
+    run_id = next(gen).run_id
+    store.rename(run_id, "renamed while training")
+    for _ in gen:
+        pass
+    assert store.info(run_id).name == "renamed while training"
