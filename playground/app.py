@@ -100,6 +100,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._restore()
         self._closed = False
+        self.threads_stopped = True
 
     # -- panels --------------------------------------------------------------------------
     def _add_panels(self) -> None:
@@ -243,8 +244,8 @@ class MainWindow(QMainWindow):
                 save = getattr(panel, "save_settings", None)
                 if save is not None:
                     save()
-            self.pool.shutdown()
-            self.settings.sync()
+            self.settings.sync()  # first: nothing the user set is lost even if a thread hangs
+            self.threads_stopped = self.pool.shutdown()
         super().closeEvent(event)
 
 
@@ -257,4 +258,12 @@ def run_app(argv: list[str] | None = None) -> int:
     app.setOrganizationName(ORG_NAME)
     window = MainWindow()
     window.show()
-    return app.exec()
+    code = app.exec()
+    if not window.threads_stopped:
+        # A job ignored its cancel for 10 s. Qt aborts when a running QThread is destroyed,
+        # so leave at once (settings and run files are already written).
+        log.error("A worker thread did not stop; exiting without waiting for it")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -245,6 +245,16 @@ def _label_index(label_column, names: list[str], has_header: bool, name: str) ->
     raise SOMDataError(f"The label column must be a column name or number, not {label_column!r}.")
 
 
+def csv_columns(path) -> list[str]:
+    """The column names :func:`load_csv` would see (header names, or "column N"); [] if unreadable."""
+    try:
+        rows = _split_rows(_read_text(Path(path)), Path(path).name)
+    except (SOMDataError, OSError):
+        return []
+    first = rows[0][1] if _has_header(rows) else [""] * len(rows[0][1])
+    return [c or f"column {j + 1}" for j, c in enumerate(first)]
+
+
 def load_csv(path, label_column: str | int | None = None, standardize: bool = True) -> SOMData:
     """Read a CSV file: numeric columns become features, ``label_column`` the labels.
 

@@ -7,7 +7,6 @@ the form, draws snapshots as they come, replays them with a slider, and answers 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +29,17 @@ VIEWS = {"umatrix": "U-matrix", "planes": "Component planes", "hits": "Hit map",
 SAMPLE_LIST_MAX = 2000
 
 
-def train_job(source: str, csv_path: str, label_column: str | None, standardize: bool,
+def train_job(source: str, csv_path: str, label_column: int | None, standardize: bool,
               config: somlib.SOMConfig, device: str):
     """The job: load the data (yielding it), then train the map (yielding snapshots)."""
     yield Progress(None, "Loading data")
     if source == CSV_KEY:
-        data = som_data.load_csv(csv_path, label_column=label_column or None, standardize=standardize)
+        label = None if label_column is None or label_column < 0 else label_column
+        data = som_data.load_csv(csv_path, label_column=label, standardize=standardize)
     else:
         data = som_data.load(source)
     yield data
     return (yield from somlib.train(data.x, config, device=device))
-
-
-def csv_header(path: str) -> list[str]:
-    """The first row of a CSV file (for the label-column chooser); [] when unreadable."""
-    try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            return next(csv.reader(f), [])
-    except OSError:
-        return []
 
 
 class SOMPanel(QWidget):
@@ -247,9 +238,9 @@ class SOMPanel(QWidget):
     def _fill_label_columns(self) -> None:
         current = self.label_column.currentData()
         self.label_column.clear()
-        self.label_column.addItem("(none)", "")
-        for name in csv_header(self.csv_path.text().strip()):
-            self.label_column.addItem(name, name)
+        self.label_column.addItem("(none)", -1)
+        for k, name in enumerate(som_data.csv_columns(self.csv_path.text().strip())):
+            self.label_column.addItem(name, k)  # by number: names need not be unique
         idx = self.label_column.findData(current)
         self.label_column.setCurrentIndex(max(0, idx))
 
@@ -309,6 +300,7 @@ class SOMPanel(QWidget):
     def _update_buttons(self) -> None:
         self.start_button.setEnabled(not self.running)
         self.stop_button.setEnabled(self.running)
+        self.open_button.setEnabled(not self.running)  # a live run would draw over the opened map
 
     def start(self) -> None:
         if self.running:

@@ -147,6 +147,7 @@ class MapView(QWidget):
         """A little curve per node from (rows, cols, L) prototypes (1-D data such as MNIST-1D)."""
         self._clear()
         self._curves = np.asarray(curves, float).reshape(self.rows * self.cols, -1)
+        self._curve_range = (float(self._curves.min()), float(self._curves.max()))
         self.title = title
         self.update()
 
@@ -213,7 +214,7 @@ class MapView(QWidget):
         p.end()
 
     def _draw_curve(self, p: QPainter, seq: np.ndarray, s: float) -> None:
-        lo, hi = float(self._curves.min()), float(self._curves.max())
+        lo, hi = self._curve_range
         pts = QPolygonF([QPointF(-s / 2 + i / max(1, len(seq) - 1) * s, s / 2 - (v - lo) / (hi - lo + 1e-9) * s)
                          for i, v in enumerate(seq)])
         p.setPen(QPen(QColor(30, 80, 160), 0.8))

@@ -48,6 +48,16 @@ def test_train_a_map_and_switch_views(qtbot, panel):
         choose(panel.view_choice, key)
         widget = panel.stack.currentWidget()
         assert non_background_pixels(widget) > 100, f"nothing drawn in the {key} view"
+        if widget is panel.map_view:
+            # The cells themselves are painted: colour at every cell centre, not all the same.
+            img = widget.grab().toImage()
+            background = img.pixelColor(1, img.height() - 2)
+            above = widget._layout.size * 0.3  # just above the centre, clear of any text
+            centres = [img.pixelColor(int(x), int(y - above)) for x, y in widget._layout.points]
+            assert len(centres) == 6 * 8
+            assert all(c != background for c in centres), key
+            if key in ("umatrix", "labels"):
+                assert len({c.name() for c in centres}) > 2, key
     choose(panel.view_choice, "umatrix")
     assert panel.map_view.rows == 6 and panel.map_view.cols == 8 and panel.map_view.hexagonal
 
@@ -119,3 +129,21 @@ def test_save_and_open_a_map(qtbot, panel, tmp_path):
     assert not panel.open_map(str(junk))
     assert "Could not open junk.safetensors" in panel.status.text()
     assert np.allclose(panel.viewer.weights_grid(), weights)
+
+
+@pytest.mark.parametrize("text", ["a;b;kind\n1;2;x\n3;4;y\n5;6;x\n7;8;y\n",
+                                  "1,2,x\n3,4,y\n5,6,x\n7,8,y\n"])
+def test_csv_label_column_by_choice(qtbot, panel, tmp_path, text):
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    choose(panel.source, "csv")
+    panel.csv_path.setText(str(path))
+    panel._fill_label_columns()
+    panel.label_column.setCurrentIndex(3)  # (none), then the three columns
+    panel.rows.setValue(3)
+    panel.cols.setValue(3)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=30000)
+    assert panel.job.state == "finished", panel.status.text()
+    assert panel.data.x.shape == (4, 2)
+    assert panel.data.label_names == ["x", "y"]

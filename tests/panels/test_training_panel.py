@@ -117,7 +117,14 @@ def test_runs_table_reopen_compare_and_delete(qtbot, window):
     panel.open_selected()
     assert set(ids) <= set(panel.curves)
     assert all(panel.curves[i].steps["loss"].n > 0 for i in ids)
-    panel.export_selected(str(window.ctx.settings.fileName()) + ".csv")
+    out = str(window.ctx.settings.fileName()) + ".csv"
+    panel.export_selected(out)
+    import csv
+
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["run"] for r in rows} == set(ids)
+    assert sum(r["kind"] == "epoch" for r in rows) == 2
     panel.delete_selected(confirm=False)
     remaining = {r.id for r in panel.store.list_runs()}
     assert not (set(ids) & remaining)
