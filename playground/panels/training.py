@@ -488,7 +488,8 @@ class TrainingPanel(QWidget):
             self.status.setText("Resumed")
         else:
             self.job.pause()
-            self.status.setText("Paused")
+            if self.job.state == "paused":
+                self.status.setText("Paused")
         self._update_buttons()
 
     def stop(self) -> None:

@@ -110,9 +110,24 @@ def load_digits(val_fraction: float = 0.2, seed: int = 0) -> DataBundle:
                    [str(c) for c in range(10)], f"random {val_fraction:.0%} held out (seed {seed})")
 
 
+MNIST1D_KEYS = ("x", "y", "x_test", "y_test", "t")
+
+
 @functools.lru_cache(maxsize=1)
 def mnist1d_arrays() -> dict:
-    """MNIST-1D built offline with the package's default arguments (seed 42)."""
+    """MNIST-1D built offline with the package's default arguments (seed 42).
+
+    Building takes a few seconds (and cannot be interrupted), so the arrays are kept in
+    ``<data dir>/datasets/mnist1d.npz`` after the first time (read without pickle).
+    """
+    cache = data_dir() / "datasets" / "mnist1d.npz"
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as f:
+                if all(k in f for k in MNIST1D_KEYS):
+                    return {k: f[k] for k in MNIST1D_KEYS}
+        except (OSError, ValueError):
+            pass  # a damaged cache is rebuilt below
     os.environ.setdefault("MPLBACKEND", "Agg")  # mnist1d imports pyplot
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -121,7 +136,15 @@ def mnist1d_arrays() -> dict:
         data = make_dataset(get_dataset_args())
     finally:
         np.random.set_state(state)
-    return data
+    arrays = {k: np.asarray(data[k]) for k in MNIST1D_KEYS}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name("mnist1d.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # no cache, no harm
+    return arrays
 
 
 def load_mnist1d() -> DataBundle:

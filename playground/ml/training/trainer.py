@@ -306,7 +306,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None = None,
         if result.status == runstore.RUNNING:
             import sys
 
-            result.status = runstore.FAILED if sys.exc_info()[0] not in (None, GeneratorExit) \
+            result.status = runstore.FAILED if sys.exc_info()[0] not in (None, GeneratorExit, KeyboardInterrupt) \
                 else runstore.STOPPED
         result.seconds = time.perf_counter() - start
         if writer:

@@ -131,3 +131,17 @@ def test_image_folder_needs_two_classes(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(UserError, match="Unknown data set"):
         datamod.load_dataset_now("imagenet")
+
+
+def test_mnist1d_cache_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLAYGROUND_DATA_DIR", str(tmp_path))
+    datamod.mnist1d_arrays.cache_clear()
+    try:
+        built = datamod.mnist1d_arrays()
+        assert (tmp_path / "datasets" / "mnist1d.npz").exists()
+        datamod.mnist1d_arrays.cache_clear()
+        cached = datamod.mnist1d_arrays()
+        for k in datamod.MNIST1D_KEYS:
+            assert np.array_equal(built[k], cached[k])
+    finally:
+        datamod.mnist1d_arrays.cache_clear()
