@@ -192,6 +192,9 @@ class MainWindow(QMainWindow):
         self.job_widgets: dict[int, JobWidget] = {}
         self.device_label = QLabel()
         self.memory_label = QLabel()
+        # As tall as a job's row from the start: a status bar that grows when a job appears
+        # would shrink the tabs above it and repaint every plot.
+        sb.setMinimumHeight(max(QToolButton().sizeHint().height(), QLabel("Job").sizeHint().height()) + 6)
         sb.addPermanentWidget(self.jobs_box)
         sb.addPermanentWidget(self.memory_label)
         sb.addPermanentWidget(self.device_label)
