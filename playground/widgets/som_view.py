@@ -67,11 +67,50 @@ class _Layout:
         self.points = self.centers * self.size + np.array([ox, oy])
         self.shape = cell_shape(hexagonal, self.size)
         self.hexagonal = hexagonal
+        self.rows, self.cols = rows, cols
 
     def node_at(self, x: float, y: float) -> int | None:
         d = np.hypot(self.points[:, 0] - x, self.points[:, 1] - y)
         k = int(np.argmin(d))
         return k if d[k] <= self.size * (0.58 if self.hexagonal else 0.71) else None
+
+
+def rasterize(colors: np.ndarray, lay: "_Layout", rect: QRectF, background=(255, 255, 255)) -> QImage:
+    """Paint a map's cells into an image in one go: every pixel takes the colour of the cell
+    whose centre is nearest (for a hexagonal lattice those regions are exactly the hexagons).
+
+    ``colors`` is (rows*cols, 3) uint8. Used where thousands of cells are drawn at once.
+    """
+    w, h = max(1, int(rect.width())), max(1, int(rect.height()))
+    s = lay.size
+    ox, oy = lay.points[0]
+    px, py = np.meshgrid(np.arange(w) + rect.left() + 0.5, np.arange(h) + rect.top() + 0.5)
+    u, v = (px - ox) / s, (py - oy) / s  # in cell units, cell (0, 0) at the origin
+    if lay.hexagonal:
+        step = SQRT3 / 2
+        best_i = best_j = None
+        best_d = np.full(u.shape, np.inf)
+        base = np.floor(v / step)
+        for r in (base, base + 1):
+            shift = 0.5 * (r % 2)
+            j = np.round(u - shift)
+            d = (u - j - shift) ** 2 + (v - r * step) ** 2
+            take = d < best_d
+            best_d = np.where(take, d, best_d)
+            best_i = np.where(take, r, r if best_i is None else best_i)
+            best_j = np.where(take, j, j if best_j is None else best_j)
+        i, j = best_i.astype(int), best_j.astype(int)
+        dx = np.abs(u - j - 0.5 * (i % 2))
+        dy = np.abs(v - i * step)
+        inside = (dx <= 0.5) & (dy + dx / SQRT3 <= 1 / SQRT3)
+    else:
+        i, j = np.round(v).astype(int), np.round(u).astype(int)
+        inside = np.ones(u.shape, bool)
+    inside &= (i >= 0) & (i < lay.rows) & (j >= 0) & (j < lay.cols)
+    image = np.empty((h, w, 3), np.uint8)
+    image[:] = background
+    image[inside] = colors[(i * lay.cols + j)[inside]]
+    return array_to_qimage(image)
 
 
 class MapView(QWidget):
@@ -285,16 +324,11 @@ class PlanesView(QWidget):
             box = QRectF(c * cw + 2, r * ch + 13, cw - 4, ch - 15)
             lay = _Layout(rows, cols, self.hexagonal, box)
             self._cells.append((box, lay))
-            colors = colorize(self.planes[f])
-            path = QPainterPath()
-            path.addPolygon(lay.shape)
-            p.setPen(Qt.PenStyle.NoPen)
-            for k in range(rows * cols):
-                p.save()
-                p.translate(*lay.points[k])
-                p.setBrush(colors[k])
-                p.drawPath(path)
-                p.restore()
+            v = self.planes[f].ravel()
+            idx = np.clip((v - v.min()) / (v.max() - v.min() + 1e-12) * 255, 0, 255).astype(int)
+            base = self.palette().base().color()
+            p.drawImage(box.topLeft(), rasterize(_VIRIDIS[idx, :3].astype(np.uint8), lay, box,
+                                                 (base.red(), base.green(), base.blue())))
             p.setPen(self.palette().text().color())
             name = self.names[f] if f < len(self.names) else f"x{f}"
             p.drawText(QRectF(c * cw, r * ch, cw, 13), Qt.AlignmentFlag.AlignCenter, name[:16])
