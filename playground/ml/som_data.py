@@ -317,3 +317,105 @@ def load_csv(path, label_column: str | int | None = None, standardize: bool = Tr
 
     notes = f"Left out (not numeric): {', '.join(skipped)}." if skipped else ""
     return _finish(path.stem, x, labels, label_names, [names[j] for j in features], standardize, notes=notes)
+
+
+# -----------------------------------------------------------------------------
+# Single samples from a file (to find their best matching unit on a trained map)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def image_to_sample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A picture of a digit (grey levels, any size, dark or light ink) as a digits sample.
+
+    Scikit-learn's digits are light ink (16) on black (0), each cut from a 32 x 32 bitmap
+    whose digit fills the height (and keeps its aspect ratio, centred across), counted in
+    4 x 4 blocks; here scaled to [0, 1]. So: make the ink the bright part (the border tells
+    which side is the background), crop to the ink, centre it in a square as tall as the
+    digit, average down to ``shape`` and stretch to [0, 1].
+    """
+    g = np.asarray(image, dtype=np.float64)
+    if g.ndim != 2 or min(g.shape) < 2:
+        raise SOMDataError("The picture is too small to read a sample from.")
+    g = (g - g.min()) / (np.ptp(g) or 1.0)
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    if border.mean() > 0.5:  # dark ink on a light page
+        g = 1.0 - g
+    ink = g > 0.1
+    if ink.any():
+        rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+        g = g[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = max(g.shape)
+    canvas = np.zeros((side, side))
+    top, left = (side - g.shape[0]) // 2, (side - g.shape[1]) // 2
+    canvas[top : top + g.shape[0], left : left + g.shape[1]] = g
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray((canvas * 255).astype(np.uint8)).resize(
+        (shape[1], shape[0]), Image.Resampling.BOX), dtype=np.float64)
+    return (small / (small.max() or 1.0)).ravel()
+
+
+def _loose_rows(text: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank line, split at the delimiter the start suggests
+    (, ; tab |) or else at white space; lines may differ in length."""
+    try:
+        delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = None
+    rows = []
+    for k, line in enumerate(text.splitlines()):
+        if line.strip():
+            cells = next(csv.reader([line], delimiter=delimiter)) if delimiter else line.split()
+            rows.append((k + 1, [c.strip() for c in cells]))
+    return rows
+
+
+def load_samples(path, n_features: int, data: SOMData | None = None) -> tuple[np.ndarray, list[str]]:
+    """Samples from a file, in the units of ``data`` (its standardisation applied), and a name each.
+
+    A picture (PNG, JPEG, ...) is read as one image sample when ``data`` has images (the
+    digits). Anything else is read as text: every line with exactly ``n_features`` numbers
+    (in the file's original units) is a sample; other lines (a header, a label column of
+    words) are skipped. Raises :class:`SOMDataError` with a message for the user.
+    """
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        shape = getattr(data, "image_shape", None)
+        if shape is None or int(np.prod(shape)) != n_features:
+            raise SOMDataError(f"{path.name} is a picture, but this map was not trained on images; "
+                               f"load a text file with {n_features} numbers per line.")
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                grey = np.asarray(im.convert("L"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise SOMDataError(f"{path.name} is not a readable picture.") from e
+        x = image_to_sample(grey, shape)[None, :]
+        names = [path.name]
+    else:
+        found, names = [], []
+        rows = _loose_rows(_read_text(path))
+        wanted = list(getattr(data, "feature_names", None) or [])
+        header = rows[0][1] if rows else []
+        if len(wanted) == n_features and all(w in header for w in wanted):  # pick the columns by name
+            columns = [header.index(w) for w in wanted]
+            for line, cells in rows[1:]:
+                values = [_number(cells[j]) if j < len(cells) else None for j in columns]
+                if all(v is not None and math.isfinite(v) for v in values):
+                    found.append(values)
+                    names.append(f"{path.name}, line {line}")
+        else:
+            for line, cells in rows:
+                values = [v for v in map(_number, cells) if v is not None]
+                if len(values) == n_features and all(math.isfinite(v) for v in values):
+                    found.append(values)
+                    names.append(f"{path.name}, line {line}")
+        if not found:
+            raise SOMDataError(f"{path.name} has no line with exactly {n_features} numbers, "
+                               f"which is what this map's samples have.")
+        x = np.array(found, dtype=np.float64)
+        if data is not None and data.mean is not None:
+            x = (x - data.mean) / data.scale
+    return x.astype(np.float32), names

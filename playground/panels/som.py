@@ -13,7 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QListWidget, QPushButton, QSlider,
+                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSlider,
                                QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from ..ml import som as somlib
@@ -212,6 +212,11 @@ class SOMPanel(QWidget):
         self.sample_list = QListWidget()
         self.sample_list.currentRowChanged.connect(self._on_sample)
         layout.addWidget(self.sample_list, 1)
+        self.load_sample_button = QPushButton("Load a sample…")
+        self.load_sample_button.setToolTip("A text/CSV file with one sample per line (in the data's own units), "
+                                           "or for the digits a picture of a digit")
+        self.load_sample_button.clicked.connect(lambda: self.load_sample())
+        layout.addWidget(self.load_sample_button)
         return box
 
     # -- form ------------------------------------------------------------------------------
@@ -372,8 +377,17 @@ class SOMPanel(QWidget):
             if data.labels is not None:
                 k = int(data.labels[i])
                 label = names[k] if 0 <= k < len(names) else str(k)
-            self.sample_list.addItem(f"#{i}  {label}")
+            self._add_sample_item(f"#{i}  {label}", i)
         self.status.setText(f"{data.name}: {len(data.x):,} samples x {data.x.shape[1]} features")
+
+    def _add_sample_item(self, text: str, what, first: bool = False) -> None:
+        """``what``: the index of a data sample, or a loaded sample's vector."""
+        item = QListWidgetItem(text)
+        item.setData(Qt.ItemDataRole.UserRole, what)
+        if first:
+            self.sample_list.insertItem(0, item)
+        else:
+            self.sample_list.addItem(item)
 
     def _on_failed(self, message: str) -> None:
         self.controls.set_status(message, error=True)
@@ -399,6 +413,8 @@ class SOMPanel(QWidget):
             self.viewer = somlib.SOM(cfg, snap.weights.shape[-1])
         self.viewer.set_weights(snap.weights.reshape(-1, snap.weights.shape[-1]))
         self._bmus = None
+        if self.sample_list.currentRow() >= 0:
+            self._on_sample(self.sample_list.currentRow(), switch_view=False)
         self.history_label.setText(f"{self.snapshots.index(snap) + 1}/{len(self.snapshots)} · epoch "
                                    f"{snap.epoch} · QE {snap.qe:.3f} · TE {snap.te:.3f}")
         self.redraw()
@@ -469,16 +485,48 @@ class SOMPanel(QWidget):
         text += f"\nweights: {shown}" + (" …" if len(w) > 8 else "")
         self.hover_info.setText(text)
 
-    def _on_sample(self, row: int) -> None:
-        bmus = self.bmus()
-        if row < 0 or bmus is None or row >= len(bmus):
+    def _on_sample(self, row: int, switch_view: bool = True) -> None:
+        item = self.sample_list.item(row) if row >= 0 else None
+        what = None if item is None else item.data(Qt.ItemDataRole.UserRole)
+        if what is None or self.viewer is None:
             self.map_view.set_highlight(None)
             return
-        self.map_view.set_highlight(int(bmus[row]))
-        if self.stack.currentWidget() is not self.map_view:
+        if isinstance(what, int):
+            bmus = self.bmus()
+            if bmus is None or what >= len(bmus):
+                self.map_view.set_highlight(None)
+                return
+            node, vector, name = int(bmus[what]), self.data.x[what], f"Sample #{what}"
+        else:
+            vector = np.asarray(what, np.float32)
+            node, name = int(np.asarray(self.viewer.bmu(vector[None, :])).reshape(-1)[0]), item.text()
+        self.map_view.set_highlight(node)
+        if switch_view and self.stack.currentWidget() is not self.map_view:
             self.view_choice.setCurrentIndex(self.view_choice.findData("umatrix"))
-        r, c = divmod(int(bmus[row]), self.config.cols)
-        self.hover_info.setText(f"Sample #{row}: best matching unit ({r}, {c})")
+        r, c = divmod(node, self.config.cols)
+        distance = float(np.linalg.norm(self.viewer.weights[node].cpu().numpy() - vector))
+        self.hover_info.setText(f"{name}: best matching unit ({r}, {c}), distance {distance:.3g}")
+
+    def load_sample(self, path: str | None = None) -> int:
+        """Add the samples of a file to the top of the list and light up the first one's unit."""
+        if self.viewer is None:
+            self.controls.set_status("Train or open a map first.", error=True)
+            return 0
+        if path is None:
+            kinds = "Samples (*.csv *.txt *.tsv *.png *.jpg *.jpeg *.bmp);;All files (*)"
+            path, _ = QFileDialog.getOpenFileName(self, "Load a sample", "", kinds)
+        if not path:
+            return 0
+        try:
+            x, names = som_data.load_samples(path, self.viewer.dim, self.data)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a message
+            self.controls.set_status(f"Could not load a sample: {friendly_message(exc)}", error=True)
+            return 0
+        for vector, name in reversed(list(zip(x, names))):
+            self._add_sample_item(f"★ {name}", vector.tolist(), first=True)
+        self.sample_list.setCurrentRow(0)
+        self.controls.set_status(f"Loaded {len(names)} sample{'s' if len(names) > 1 else ''} from {Path(path).name}.")
+        return len(names)
 
     def save_map(self, path: str | None = None) -> str | None:
         """Save the map being shown (the history slider picks which moment)."""

@@ -165,3 +165,70 @@ def test_unknown_label_column(tmp_path):
 
 def test_ragged_rows(tmp_path):
     expect_error(write(tmp_path, "a,b,c\n1,2,3\n4,5\n"), "line 3", "2 fields")
+
+
+# -- single samples from a file ----------------------------------------------------------
+
+
+def test_a_drawn_digit_picture_reads_as_its_digit(tmp_path):
+    """Digits drawn big, dark on light, off-centre, come back close to their own class."""
+    from PIL import Image
+
+    d = load("digits")
+    rng = np.random.default_rng(1)
+    right = 0
+    picks = rng.choice(len(d.x), 20, replace=False)
+    for k in picks:
+        img = d.x[k].reshape(8, 8)
+        big = np.kron(img, np.ones((12, 12)))  # 96 x 96
+        page = np.ones((160, 200))
+        page[20:116, 70:166] = 1.0 - big  # black ink on white paper, not centred
+        path = tmp_path / f"digit{k}.png"
+        Image.fromarray((page * 255).astype(np.uint8)).save(path)
+        x, names = som_data.load_samples(path, 64, d)
+        assert x.shape == (1, 64) and names == [path.name]
+        assert 0.99 <= x.max() <= 1.0 and x.min() >= 0
+        others = np.delete(np.arange(len(d.x)), k)
+        nearest = others[np.argmin(((d.x[others] - x) ** 2).sum(1))]
+        right += d.labels[nearest] == d.labels[k]
+    assert right >= 16
+
+
+def test_text_samples_take_the_data_sets_standardisation(tmp_path):
+    from sklearn.datasets import load_iris
+
+    d = load("iris")
+    raw = load_iris()
+    path = tmp_path / "flowers.csv"
+    header = ["species"] + list(raw.feature_names)
+    lines = [",".join(header)] + [",".join([str(raw.target_names[raw.target[i]])] + [str(float(v)) for v in raw.data[i]])
+                                  for i in (0, 60, 140)]
+    path.write_text("\n".join(lines) + "\n")
+    x, names = som_data.load_samples(path, 4, d)
+    assert names == ["flowers.csv, line 2", "flowers.csv, line 3", "flowers.csv, line 4"]
+    np.testing.assert_allclose(x, d.x[[0, 60, 140]], atol=1e-5)
+
+    # Without a header: any line with exactly 4 numbers; separated by spaces here.
+    path = tmp_path / "one.txt"
+    path.write_text("a comment line\n" + " ".join(str(float(v)) for v in raw.data[7]) + "\n1 2 3\n")
+    x, names = som_data.load_samples(path, 4, d)
+    assert names == ["one.txt, line 2"]
+    np.testing.assert_allclose(x[0], d.x[7], atol=1e-5)
+
+
+def test_bad_sample_files_say_why(tmp_path):
+    from PIL import Image
+
+    iris = load("iris")
+    pic = tmp_path / "pic.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(pic)
+    with pytest.raises(SOMDataError, match="not trained on images"):
+        som_data.load_samples(pic, 4, iris)
+    short = tmp_path / "short.csv"
+    short.write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(SOMDataError, match="exactly 4 numbers"):
+        som_data.load_samples(short, 4, iris)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(SOMDataError, match="not a readable picture"):
+        som_data.load_samples(broken, 64, load("digits"))

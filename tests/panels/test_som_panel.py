@@ -86,6 +86,33 @@ def test_hover_and_sample_click_light_up_nodes(qtbot, panel):
     assert panel.map_view.highlight == int(panel.bmus()[3])
 
 
+def test_a_loaded_sample_lights_up_its_unit(qtbot, panel, tmp_path):
+    from sklearn.datasets import load_iris
+
+    train_small(qtbot, panel)
+    rows = panel.sample_list.count()
+    raw = load_iris().data
+    path = tmp_path / "two.txt"
+    path.write_text(" ".join(str(float(v)) for v in raw[120]) + "\n" + " ".join(str(float(v)) for v in raw[5]) + "\n")
+    assert panel.load_sample(str(path)) == 2
+    assert panel.sample_list.count() == rows + 2
+    assert panel.sample_list.currentRow() == 0 and panel.sample_list.item(0).text().startswith("★")
+    # The same flower, loaded in its original units, lands where the standardised sample does.
+    assert panel.map_view.highlight == int(panel.bmus()[120])
+    panel.sample_list.setCurrentRow(1)
+    assert panel.map_view.highlight == int(panel.bmus()[5])
+    assert "distance" in panel.hover_info.text()
+    # The data's own samples still map to theirs, two rows further down.
+    panel.sample_list.setCurrentRow(2 + 9)
+    assert panel.map_view.highlight == int(panel.bmus()[9])
+    # A wrong file is a message, not a crash, and the list stays as it was.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2\n")
+    assert panel.load_sample(str(bad)) == 0
+    assert "exactly 4 numbers" in panel.controls.status.text()
+    assert panel.sample_list.count() == rows + 2
+
+
 def test_export_png(qtbot, panel, tmp_path):
     train_small(qtbot, panel)
     out = panel.export_png(str(tmp_path / "map.png"))
