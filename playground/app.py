@@ -9,12 +9,13 @@ import sys
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QTabWidget, QToolButton, QWidget)
+                               QTabWidget, QToolButton, QWidget)
 
 from . import APP_NAME, ORG_NAME, __version__
 from .devices import (available_devices, configure_torch_threads, device_label, memory_summary,
                       resolve_device)
 from .jobs import Job, JobPool
+from .widgets.forms import CalmProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class JobWidget(QWidget):
         layout.setContentsMargins(4, 0, 4, 0)
         layout.setSpacing(4)
         self.label = QLabel(job.name)
-        self.bar = QProgressBar()
+        self.bar = CalmProgressBar()
         self.bar.setFixedWidth(110)
         self.bar.setMaximumHeight(14)
         self.bar.setRange(0, 0)
@@ -73,7 +74,8 @@ class JobWidget(QWidget):
 
     def _on_progress(self, fraction: float, text: str) -> None:
         if fraction >= 0:
-            self.bar.setRange(0, 1000)
+            if self.bar.maximum() != 1000:
+                self.bar.setRange(0, 1000)
             self.bar.setValue(int(fraction * 1000))
         elif self.bar.maximum() == 1000:
             pass  # an unknown fraction after a known one: keep showing the known one

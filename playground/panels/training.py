@@ -16,7 +16,7 @@ import pyqtgraph as pg
 from scipy.signal import lfilter  # imported up front: its first import takes ~0.2 s
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QFormLayout, QGraphicsItem, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMessageBox, QPushButton, QSlider, QSpinBox,
                                QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
@@ -76,6 +76,51 @@ class MeteredGraphics(pg.GraphicsLayoutWidget):
     """pyqtgraph's layout widget, with its painting time counted in :class:`PaintMeter`."""
 
     paintEvent = metered(pg.GraphicsLayoutWidget.paintEvent)
+
+
+class StickyViewBox(pg.ViewBox):
+    """A ViewBox whose automatic range moves in jumps, not at every new point.
+
+    Auto-ranging to data that grows by a few points at a time changes the range at every
+    redraw, and each change makes the axes lay out their ticks and texts again (most of
+    the cost of a live plot's paint). Here the automatic range keeps what it has while the
+    data still fits and fills at least 1/LOOSEST of it; when it must move, it leaves room
+    ahead (HEADROOM of the span), so growing curves re-range only now and then. A range
+    the user sets (zoom, pan) is theirs, as in pyqtgraph.
+    """
+
+    HEADROOM = 0.25
+    LOOSEST = 1.6
+
+    #: Where the x data will end (a live run's last step or epoch), when known: the x axis
+    #: then spans it from the start and does not move at all.
+    x_end: float | None = None
+
+    def setRange(self, rect=None, xRange=None, yRange=None, *args, **kwargs):  # noqa: N802 - pyqtgraph API
+        if self._updatingRange and rect is None:  # called by updateAutoRange
+            current = self.viewRange()
+            if xRange is not None and self.x_end is not None and xRange[1] <= self.x_end * 1.03:
+                end, lo = self.x_end * 1.03, float(xRange[0])
+                keep = current[0][1] == end and lo - 0.06 * end <= current[0][0] <= lo
+                xRange = None if keep else (lo - 0.03 * end, end)
+            else:
+                xRange = self._sticky(current[0], xRange, grow_down=False)
+            yRange = self._sticky(current[1], yRange, grow_down=True)
+            if xRange is None and yRange is None:
+                return
+        return super().setRange(rect, xRange, yRange, *args, **kwargs)
+
+    def _sticky(self, current, wanted, grow_down: bool):
+        if wanted is None:
+            return None
+        lo, hi = float(wanted[0]), float(wanted[1])
+        span = hi - lo
+        c_lo, c_hi = current
+        slack = 0.015 * span  # pyqtgraph pads the data by ~2%: a little less padding is fine
+        if span > 0 and c_lo <= lo + slack and hi - slack <= c_hi and (c_hi - c_lo) <= span * self.LOOSEST:
+            return None  # still fits, not too loose: keep the axes as they are
+        room = span * self.HEADROOM
+        return (lo - room if grow_down else lo, hi + room)
 
 
 class RunCurves:
@@ -153,9 +198,9 @@ class TrainingPanel(QWidget):
     #: with the training thread, so the interval stretches to keep the time spent drawing
     #: (measured by PaintMeter) under DRAW_DUTY of the wall time.
     REDRAW_MS = 250
-    DELIVERY_MS = 100  # points arrive in batches at most 10 times a second (drawn less often)
+    DELIVERY_MS = 250  # points arrive in batches at most 4 times a second (and are drawn less often)
     MAX_REDRAW_MS = 3000
-    DRAW_DUTY = 0.02
+    DRAW_DUTY = 0.01
 
     def __init__(self, ctx) -> None:
         super().__init__()
@@ -290,17 +335,21 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.graphics)
         g = self.graphics
         self.plots = {
-            "loss": g.addPlot(row=0, col=0, title="Training loss"),
-            "val": g.addPlot(row=0, col=1, title="Validation loss"),
-            "acc": g.addPlot(row=0, col=2, title="Accuracy (val ●, train - -)"),
-            "lr": g.addPlot(row=1, col=0, title="Learning rate"),
-            "grad": g.addPlot(row=1, col=1, title="Gradient norm"),
+            "loss": g.addPlot(row=0, col=0, title="Training loss", viewBox=StickyViewBox()),
+            "val": g.addPlot(row=0, col=1, title="Validation loss", viewBox=StickyViewBox()),
+            "acc": g.addPlot(row=0, col=2, title="Accuracy (val ●, train - -)", viewBox=StickyViewBox()),
+            "lr": g.addPlot(row=1, col=0, title="Learning rate", viewBox=StickyViewBox()),
+            "grad": g.addPlot(row=1, col=1, title="Gradient norm", viewBox=StickyViewBox()),
         }
         for plot in self.plots.values():
             plot.showGrid(x=False, y=True, alpha=0.2)
             # A fixed axis width: otherwise new tick labels resize the plots, and every
             # resize repaints all of them.
             plot.getAxis("left").setWidth(52)
+            # Axes (with their grid lines) are kept as pixmaps between range changes: a
+            # repaint of the plot then copies them instead of drawing every label again.
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.plots["loss"].addLegend(offset=(-10, 10))
         self.plots["acc"].setYRange(0, 1, padding=0.02)
         self.smoothing.valueChanged.connect(self._on_smoothing)
@@ -598,7 +647,8 @@ class TrainingPanel(QWidget):
 
     def _on_run_started(self, item: RunStarted) -> None:
         self.classes = item.classes
-        self.total_steps = item.total_steps
+        self.total_steps, self.steps_per_epoch = item.total_steps, item.steps_per_epoch
+        self._set_x_end()
         if self.current is not None:  # the curves made on Start now belong to this run
             run_id = item.run_id or f"unsaved-{len(self.curves)}"
             self.curves[run_id] = self.curves.pop(self.current.run_id)
@@ -632,6 +682,7 @@ class TrainingPanel(QWidget):
 
     def _on_ended(self, state: str) -> None:
         self._drop_empty_current()
+        self._set_x_end()  # no longer running: the axes fit the data again
         if self.current is not None:
             self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
         if self._pending_pictures is not None:
@@ -652,9 +703,19 @@ class TrainingPanel(QWidget):
             self._update_run_row(self.current.run_id)
 
     # -- plots -------------------------------------------------------------------------------
-    total_steps = 0
+    total_steps = steps_per_epoch = 0
+
+    def _set_x_end(self) -> None:
+        """While a run is live, its x axis spans the whole run from the start (by step or epoch)."""
+        end = None
+        if self.running and self.total_steps and self.steps_per_epoch:
+            end = {"step": self.total_steps, "epoch": self.total_steps / self.steps_per_epoch}.get(
+                self.xaxis.currentData())
+        for plot in self.plots.values():
+            plot.getViewBox().x_end = end
 
     def _redraw_all(self) -> None:
+        self._set_x_end()
         xkey = self.xaxis.currentData()
         for curves in self.curves.values():
             curves.redraw(xkey, self.smoothing.value() / 100)

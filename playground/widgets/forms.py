@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                                QScrollArea, QWidget)
@@ -21,6 +21,45 @@ def compact_form(form: QWidget, min_width: int = 300) -> QScrollArea:
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setMinimumWidth(min_width)
     return scroll
+
+
+class CalmProgressBar(QProgressBar):
+    """A progress bar that repaints at most every INTERVAL_MS however fast values come.
+
+    QProgressBar repaints synchronously inside ``setValue``; with a job reporting many
+    times a second that is GUI-thread time (and GIL time) taken from the worker. Values
+    in between are held and the newest is shown when the interval ends; the first and
+    last values (minimum, maximum) are shown at once.
+    """
+
+    INTERVAL_MS = 300
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._pending: int | None = None
+        self._calm = QTimer(self, singleShot=True, interval=self.INTERVAL_MS)
+        self._calm.timeout.connect(self._show_pending)
+
+    def setValue(self, value: int) -> None:  # noqa: N802 - Qt API
+        value = int(value)
+        if value in (self.minimum(), self.maximum()):
+            self._pending = None
+            self._calm.stop()
+            super().setValue(value)
+        elif self._calm.isActive():
+            self._pending = value
+        else:
+            super().setValue(value)
+            self._calm.start()
+
+    def value(self) -> int:
+        return super().value() if self._pending is None else self._pending
+
+    def _show_pending(self) -> None:
+        if self._pending is not None:
+            super().setValue(self._pending)
+            self._pending = None
+            self._calm.start()
 
 
 class JobControls:
@@ -52,7 +91,7 @@ class JobControls:
         self.stop_button.clicked.connect(stop)
         row.addWidget(self.stop_button)
         form.addRow(row)
-        self.progress = QProgressBar()
+        self.progress = CalmProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.status = QLabel("Ready")
