@@ -8,6 +8,7 @@ small maps side by side (component planes). Hovering reports the node under the 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -75,18 +76,21 @@ class _Layout:
         return k if d[k] <= self.size * (0.58 if self.hexagonal else 0.71) else None
 
 
-def rasterize(colors: np.ndarray, lay: "_Layout", rect: QRectF, background=(255, 255, 255)) -> QImage:
-    """Paint a map's cells into an image in one go: every pixel takes the colour of the cell
-    whose centre is nearest (for a hexagonal lattice those regions are exactly the hexagons).
+@functools.lru_cache(maxsize=16)
+def _raster_index(rows: int, cols: int, hexagonal: bool, width: float, height: float) -> np.ndarray:
+    """For each pixel of a width x height map rectangle, the cell it shows (-1: none).
 
-    ``colors`` is (rows*cols, 3) uint8. Used where thousands of cells are drawn at once.
+    A pixel belongs to the cell whose centre is nearest (for a hexagonal lattice those
+    regions are exactly the hexagons), if it lies inside that cell's shape. Depends only
+    on the grid and the rectangle's size, so it is computed once and reused per paint.
     """
-    w, h = max(1, int(rect.width())), max(1, int(rect.height()))
+    lay = _Layout(rows, cols, hexagonal, QRectF(0, 0, width, height))
+    w, h = max(1, int(width)), max(1, int(height))
     s = lay.size
     ox, oy = lay.points[0]
-    px, py = np.meshgrid(np.arange(w) + rect.left() + 0.5, np.arange(h) + rect.top() + 0.5)
+    px, py = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     u, v = (px - ox) / s, (py - oy) / s  # in cell units, cell (0, 0) at the origin
-    if lay.hexagonal:
+    if hexagonal:
         step = SQRT3 / 2
         best_i = best_j = None
         best_d = np.full(u.shape, np.inf)
@@ -106,11 +110,20 @@ def rasterize(colors: np.ndarray, lay: "_Layout", rect: QRectF, background=(255,
     else:
         i, j = np.round(v).astype(int), np.round(u).astype(int)
         inside = np.ones(u.shape, bool)
-    inside &= (i >= 0) & (i < lay.rows) & (j >= 0) & (j < lay.cols)
-    image = np.empty((h, w, 3), np.uint8)
-    image[:] = background
-    image[inside] = colors[(i * lay.cols + j)[inside]]
-    return array_to_qimage(image)
+    inside &= (i >= 0) & (i < rows) & (j >= 0) & (j < cols)
+    index = np.where(inside, i * cols + j, -1).astype(np.int32)
+    index.flags.writeable = False
+    return index
+
+
+def rasterize(colors: np.ndarray, lay: "_Layout", rect: QRectF, background=(255, 255, 255)) -> QImage:
+    """Paint a map's cells into an image (to be drawn at ``rect.topLeft()``) in one go.
+
+    ``colors`` is (rows*cols, 3) uint8. Used where thousands of cells are drawn at once.
+    """
+    index = _raster_index(lay.rows, lay.cols, lay.hexagonal, rect.width(), rect.height())
+    palette = np.vstack([np.asarray(colors, np.uint8).reshape(-1, 3), np.asarray(background, np.uint8)])
+    return array_to_qimage(palette[index])  # index -1 picks the last row: the background
 
 
 class MapView(QWidget):
@@ -124,6 +137,7 @@ class MapView(QWidget):
         self.hexagonal = False
         self.title = ""
         self._colors: list[QColor] = []
+        self._rgb: np.ndarray | None = None
         self._images: list = []
         self._curves: np.ndarray | None = None
         self._texts: list[str] = []
@@ -141,6 +155,7 @@ class MapView(QWidget):
 
     def _clear(self) -> None:
         self._colors, self._images, self._curves, self._texts, self._legend = [], [], None, [], []
+        self._rgb = None  # self._colors as a (n, 3) uint8 array, made when first needed
 
     def show_values(self, values: np.ndarray, title: str = "", texts: bool = False) -> None:
         """A number per node (rows, cols) through the viridis colour map."""
@@ -211,15 +226,25 @@ class MapView(QWidget):
         lay = _Layout(self.rows, self.cols, self.hexagonal, self._map_rect())
         self._layout = lay
         p.setRenderHint(QPainter.RenderHint.Antialiasing, self.hexagonal)
-        outline = QPen(QColor(255, 255, 255, 90) if lay.size > 6 else Qt.PenStyle.NoPen, 0.6)
+        # (QPen(Qt.PenStyle.NoPen, width) is no constructor: PySide6 crashes on it.)
+        outline = QPen(QColor(255, 255, 255, 90), 0.6) if lay.size > 6 else QPen(Qt.PenStyle.NoPen)
         path = QPainterPath()
         path.addPolygon(lay.shape)
         path.closeSubpath()
         n = self.rows * self.cols
+        if self._colors and lay.size < 12 and len(self._colors) == n:
+            # Small cells (big maps): one raster for the whole map instead of n polygons;
+            # at this size cells get no outlines or numbers anyway.
+            if self._rgb is None:
+                self._rgb = np.array([c.getRgb()[:3] for c in self._colors], np.uint8)
+            rect = self._map_rect()
+            base = self.palette().base().color()
+            p.drawImage(rect.topLeft(), rasterize(self._rgb, lay, rect, (base.red(), base.green(), base.blue())))
+        cell_by_cell = range(0) if self._rgb is not None and lay.size < 12 else range(n)
         font = QFont(p.font())
         font.setPointSizeF(max(5.0, min(9.0, lay.size / 3.5)))
         p.setFont(font)
-        for k in range(n):
+        for k in cell_by_cell:
             x, y = lay.points[k]
             p.save()
             p.translate(x, y)

@@ -48,3 +48,26 @@ def test_raster_matches_polygons(qapp, hexagonal, rows, cols):
     # Every cell's centre pixel has that cell's colour.
     for k, (x, y) in enumerate(lay.points):
         assert np.array_equal(fast[int(y), int(x)], colors[k])
+
+
+@pytest.mark.parametrize("hexagonal", [True, False])
+def test_big_maps_are_drawn_as_one_raster_with_the_right_cells(qtbot, hexagonal):
+    from playground.widgets.som_view import MapView, colorize
+
+    view = MapView()
+    qtbot.addWidget(view)
+    view.resize(640, 560)
+    view.set_grid(80, 90, hexagonal)
+    values = np.random.default_rng(3).random((80, 90))
+    view.show_values(values, "U-matrix")
+    view.set_highlight(None)
+    image = qimage_to_array(view.grab().toImage())
+    lay = view._layout
+    assert lay.size < 12 and view._rgb is not None  # the raster path was taken
+    colors = colorize(values)
+    wrong = 0
+    for k in range(0, 80 * 90, 37):
+        x, y = lay.points[k]
+        got = image[int(y), int(x)]
+        wrong += not np.array_equal(got, colors[k].getRgb()[:3])
+    assert wrong == 0
