@@ -162,6 +162,13 @@ class RunCurves:
         for k in self.EPOCH_KEYS:
             self.epochs[k].extend([p[k] for p in points])
 
+    def add_columns(self, steps: dict[str, np.ndarray], epochs: dict[str, np.ndarray]) -> None:
+        """A stored run's metrics, as :meth:`RunStore.metric_columns` gives them."""
+        for table, keys, columns in ((self.steps, self.STEP_KEYS, steps), (self.epochs, self.EPOCH_KEYS, epochs)):
+            n = max((len(v) for v in columns.values()), default=0)
+            for k in keys:
+                table[k].extend(columns.get(k, np.full(n, np.nan)))
+
     #: The curves drawn in each plot (a live refresh redraws one plot at a time).
     PLOT_ITEMS = {"loss": ("loss_raw", "loss"), "val": ("val_loss",), "acc": ("val_acc", "train_acc"),
                   "lr": ("lr",), "grad": ("grad_norm",)}
@@ -791,16 +798,24 @@ class TrainingPanel(QWidget):
             if run_id in self.curves:
                 self.curves[run_id].name = item.text()
 
-    def show_run(self, run_id: str) -> None:
-        """Overlay a stored run (or unhide one already drawn)."""
+    def show_run(self, run_id: str):
+        """Overlay a stored run (or unhide one already drawn). Its file is read by a job (a
+        long run's metrics take seconds to parse); the curves fill in when it is done."""
         if run_id in self.curves:
             self.curves[run_id].set_visible(True)
-            return
-        records = self.store.metrics(run_id)
+            return None
         curves = self._new_curves(run_id, self.store.info(run_id).name)
-        curves.add_steps([r for r in records if r.get("kind") == "step"])
-        curves.add_epochs([r for r in records if r.get("kind") == "epoch"])
-        curves.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
+        job = self.ctx.pool.submit(self.store.metric_columns, run_id, name=f"Open run {curves.name}")
+
+        def loaded(state: str) -> None:
+            if state == "finished" and self.curves.get(run_id) is curves:
+                curves.add_columns(*job.value)
+                curves.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
+                self._fit_lr_axis()
+
+        job.ended.connect(loaded)
+        job.failed.connect(lambda message: self.controls.set_status(f"Could not open the run: {message}", error=True))
+        return job
 
     def open_selected(self) -> None:
         for run_id in self.selected_ids():
@@ -830,12 +845,16 @@ class TrainingPanel(QWidget):
             self.store.delete(run_id)
         self.refresh_runs()
 
-    def export_selected(self, path: str | None = None) -> None:
+    def export_selected(self, path: str | None = None):
         ids = self.selected_ids() or [self._row_id(r) for r in range(self.table.rowCount())]
         if not ids:
             return
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export runs as CSV", "runs.csv", "CSV files (*.csv)")
-        if path:
-            self.store.export_csv(ids, path)
-            self.ctx.show_message(f"Exported {len(ids)} run(s) to {path}")
+        if not path:
+            return None
+        job = self.ctx.pool.submit(self.store.export_csv, ids, path, name="Export runs")
+        job.ended.connect(lambda state: state == "finished" and self.ctx.show_message(
+            f"Exported {len(ids)} run(s) to {path}"))
+        job.failed.connect(lambda message: self.controls.set_status(f"Could not export: {message}", error=True))
+        return job

@@ -116,9 +116,14 @@ def test_runs_table_reopen_compare_and_delete(qtbot, window):
     assert sorted(panel.selected_ids()) == sorted(ids)
     panel.open_selected()
     assert set(ids) <= set(panel.curves)
-    assert all(panel.curves[i].steps["loss"].n > 0 for i in ids)
+    qtbot.waitUntil(lambda: all(panel.curves[i].steps["loss"].n > 0 for i in ids), timeout=10000)
+    stored = panel.store.metric_columns(ids[0])[0]
+    np.testing.assert_allclose(panel.curves[ids[0]].steps["loss"].values, stored["loss"])
+    assert panel.curves[ids[0]].epochs["val_acc"].n == 1
     out = str(window.ctx.settings.fileName()) + ".csv"
-    panel.export_selected(out)
+    job = panel.export_selected(out)
+    qtbot.waitUntil(lambda: job.is_done, timeout=10000)
+    assert job.state == "finished"
     import csv
 
     with open(out) as f:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -141,6 +142,22 @@ def test_run_survives_a_crash_mid_run(tmp_path):
     assert sum(r["kind"] == "epoch" for r in records) >= 2
     steps = [r["step"] for r in records if r["kind"] == "step"]
     assert steps == list(range(1, len(steps) + 1))
+    step_cols, epoch_cols = store.metric_columns(run.id)
+    assert step_cols["step"].tolist() == steps
+    assert len(epoch_cols["val_acc"]) == sum(r["kind"] == "epoch" for r in records)
+
+
+def test_metrics_survive_a_torn_line_anywhere(tmp_path):
+    store = runstore.RunStore(tmp_path)
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    lines = [f'{{"kind": "step", "step": {k}, "loss": {1 / k}}}' for k in range(1, 6)]
+    lines.insert(2, '{"kind": "step", "st')  # torn in the middle (the fast path must fall back)
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n\n")
+    assert [r["step"] for r in store.metrics("r1")] == [1, 2, 3, 4, 5]
+    steps, epochs = store.metric_columns("r1")
+    np.testing.assert_allclose(steps["loss"], [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
+    assert epochs == {}
 
 
 def test_store_rename_delete_export(digits, tmp_path):
