@@ -1,0 +1,92 @@
+"""Make the README's screenshots: docs/screenshots/{training,som}.png (offscreen Qt).
+
+    python scripts/screenshots.py [training] [som]
+
+Each tab is driven as a user would (the form, then Start), waited for, and grabbed.
+Runs and settings go to a temporary folder, not the user's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PLAYGROUND_DATA_DIR", tempfile.mkdtemp(prefix="shots-"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "docs" / "screenshots"
+
+
+def wait_for(app, done, timeout_s: float = 300) -> None:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > end:
+            raise TimeoutError("the tab did not finish in time")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def settle(app, seconds: float = 1.0) -> None:
+    """Let layouts and the status bar catch up before a grab."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def choose(combo, key) -> None:
+    combo.setCurrentIndex(combo.findData(key))
+
+
+def main(which: list[str]) -> None:
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from playground.app import AppContext, MainWindow
+    from playground.panels.som import SOMPanel
+    from playground.panels.training import TrainingPanel
+
+    app = QApplication.instance() or QApplication([])
+    settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
+    win = MainWindow(AppContext(settings))
+    win.resize(1400, 900)
+    win.show()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if "training" in which:
+        panel = win.panel(TrainingPanel)
+        win.tabs.setCurrentWidget(panel)
+        choose(panel.dataset, "digits")
+        choose(panel.model, "lenet")
+        panel.epochs.setValue(12)
+        panel.start()
+        wait_for(app, lambda: not panel.running)
+        settle(app)
+        win.grab().save(str(OUT / "training.png"))
+    if "som" in which:
+        panel = win.panel(SOMPanel)
+        win.tabs.setCurrentWidget(panel)
+        choose(panel.source, "digits")
+        choose(panel.topology, "hexagonal")
+        choose(panel.mode, "batch")
+        panel.rows.setValue(20)
+        panel.cols.setValue(24)
+        panel.epochs.setValue(15)
+        panel.start()
+        wait_for(app, lambda: not panel.running)
+        choose(panel.view_choice, "prototypes")
+        panel.sample_list.setCurrentRow(4)
+        settle(app)
+        win.grab().save(str(OUT / "som.png"))
+    win.close()
+    print("wrote", ", ".join(str(OUT / f"{w}.png") for w in which))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["training", "som"])
