@@ -80,7 +80,7 @@ ORDERS = ("random", "sweep")
 
 MIN_SIDE, MAX_SIDE = 1, 100  # a side of 1 makes a 1-D map (a chain); the map needs 2 nodes or more
 HEX_ROW_SPACING = math.sqrt(3) / 2
-METRIC_SAMPLE = 2000  # QE/TE of snapshots use at most this many samples
+METRIC_SAMPLE = 5000  # QE/TE of snapshots use at most this many samples (all of the built-in sets)
 YIELD_EVERY_S = 0.1  # the training generator yields at least this often
 # Steps per block of the lazy online update (see _online_steps). Longer blocks share the
 # per-block matrix products among more steps, but every step's product with B grows with
@@ -525,15 +525,19 @@ class SOM:
 
     def quality(self, x, diagonals: bool = True) -> tuple[float, float]:
         """(quantization error, topographic error) from one search for the two best nodes."""
+        return self.quality_and_bmus(x, diagonals)[:2]
+
+    def quality_and_bmus(self, x, diagonals: bool = True) -> tuple[float, float, np.ndarray]:
+        """:meth:`quality`, and the BMU of every sample found on the way."""
         t = self._tensor(x)
         if t.shape[0] == 0:
-            return float("nan"), float("nan")
+            return float("nan"), float("nan"), np.zeros(0, np.int64)
         best2 = self.bmu(t, k=2)
         bmu = torch.from_numpy(best2[:, 0]).to(self.device)
         qe = float((t - self.weights[bmu]).norm(dim=1).mean())
         table = self.grid.neighbour_table if diagonals else self.grid.edge_neighbour_table
         adjacent = (table[best2[:, 0]] == best2[:, 1:2]).any(axis=1)
-        return qe, float(1.0 - adjacent.mean())
+        return qe, float(1.0 - adjacent.mean()), best2[:, 0].copy()
 
     # -- maps for display -------------------------------------------------------
     def u_matrix(self, diagonals: bool = True) -> np.ndarray:
@@ -549,17 +553,19 @@ class SOM:
         count = (table >= 0).sum(1).clamp(min=1)
         return (total / count).cpu().numpy().reshape(self.shape)
 
-    def hits(self, x) -> np.ndarray:
-        """(rows, cols) int64: how many samples each node is the BMU of."""
-        return np.bincount(self.bmu(x), minlength=self.n_nodes).reshape(self.shape)
+    def hits(self, x=None, bmus=None) -> np.ndarray:
+        """(rows, cols) int64: how many samples each node is the BMU of (give ``x``, or their ``bmus``)."""
+        b = self.bmu(x) if bmus is None else np.asarray(bmus, np.int64)
+        return np.bincount(b, minlength=self.n_nodes).reshape(self.shape)
 
-    def label_map(self, x, labels) -> np.ndarray:
+    def label_map(self, x, labels, bmus=None) -> np.ndarray:
         """(rows, cols) int64: the most common label among each node's samples, -1 where none.
 
-        Ties go to the smallest label. Labels must be non-negative integers.
+        Ties go to the smallest label. Labels must be non-negative integers. ``bmus``, when
+        known, spares the search (``x`` is then not used).
         """
         labels = np.asarray(labels).astype(np.int64).ravel()
-        b = self.bmu(x)
+        b = self.bmu(x) if bmus is None else np.asarray(bmus, np.int64)
         if len(labels) != len(b):
             raise ValueError(f"{len(labels)} labels for {len(b)} samples.")
         if len(b) == 0:
@@ -638,6 +644,7 @@ class SOMSnapshot:
     te: float  # topographic error, same samples
     sigma: float = float("nan")  # radius at this moment
     lr: float = float("nan")  # learning rate at this moment (online)
+    bmus: np.ndarray | None = None  # every sample's BMU, when QE/TE were measured on all of them
 
 
 def _validate_data(data) -> np.ndarray:
@@ -680,8 +687,8 @@ def train(data, config: SOMConfig, should_stop: Callable[[], bool] | None = None
         except StopIteration:
             break
         if isinstance(event, dict):  # a snapshot request: the run has updated som.weights
-            qe, te = som.quality(probe_t)
-            yield SOMSnapshot(weights=som.weights_grid(), qe=qe, te=te, **event)
+            qe, te, bmus = som.quality_and_bmus(probe_t)
+            yield SOMSnapshot(weights=som.weights_grid(), qe=qe, te=te, bmus=bmus if probe is x else None, **event)
         else:
             yield event
     return som

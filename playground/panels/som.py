@@ -413,7 +413,7 @@ class SOMPanel(QWidget):
         if self.viewer is None:
             self.viewer = somlib.SOM(cfg, snap.weights.shape[-1])
         self.viewer.set_weights(snap.weights.reshape(-1, snap.weights.shape[-1]))
-        self._bmus = None
+        self._bmus = snap.bmus  # found by the training job while measuring QE/TE, or None
         if self.sample_list.currentRow() >= 0:
             self._on_sample(self.sample_list.currentRow(), switch_view=False)
         self.history_label.setText(f"{self.snapshots.index(snap) + 1}/{len(self.snapshots)} · epoch "
@@ -442,10 +442,10 @@ class SOMPanel(QWidget):
         if view == "umatrix":
             self.map_view.show_values(som.u_matrix(), "U-matrix: mean distance to neighbours (light = border)")
         elif view == "hits" and data is not None:
-            self.map_view.show_values(som.hits(data.x), "Hits: samples per node", texts=True)
+            self.map_view.show_values(som.hits(bmus=self.bmus()), "Hits: samples per node", texts=True)
         elif view == "labels" and data is not None and data.labels is not None:
             names = data.label_names or [str(k) for k in range(int(data.labels.max()) + 1)]
-            self.map_view.show_categories(som.label_map(data.x, data.labels), names,
+            self.map_view.show_categories(som.label_map(None, data.labels, bmus=self.bmus()), names,
                                           "Label map: majority label per node")
         elif view == "labels":
             self.map_view.show_values(som.u_matrix(), "No labels in this data set: U-matrix shown")

@@ -449,3 +449,22 @@ def test_training_on_cuda_matches_cpu(digits):
     a, b = fit(digits, config), fit(digits, config, device="cuda")
     assert b.weights.device.type == "cuda"
     torch.testing.assert_close(a.weights, b.weights.cpu(), atol=1e-4, rtol=1e-4)
+
+
+def test_snapshots_carry_every_samples_bmu_when_all_were_measured(digits, monkeypatch):
+    import playground.ml.som as somlib
+
+    config = SOMConfig(rows=6, cols=7, mode="batch", epochs=3)
+    snaps = [e for e in train(digits, config) if isinstance(e, SOMSnapshot)]
+    assert len(snaps) == 3
+    for snap in snaps:
+        som = SOM(config, digits.shape[1], weights=snap.weights.reshape(-1, digits.shape[1]))
+        expected = som.bmu(digits)
+        np.testing.assert_array_equal(snap.bmus, expected)
+        np.testing.assert_array_equal(som.hits(bmus=snap.bmus), som.hits(digits))
+        labels = np.arange(len(digits)) % 4
+        np.testing.assert_array_equal(som.label_map(None, labels, bmus=snap.bmus), som.label_map(digits, labels))
+    # QE/TE on a subsample: no BMUs for all (the viewer finds them itself).
+    monkeypatch.setattr(somlib, "METRIC_SAMPLE", 100)
+    snaps = [e for e in train(digits, config) if isinstance(e, SOMSnapshot)]
+    assert all(s.bmus is None for s in snaps)
