@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
+import traceback
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
@@ -31,6 +33,22 @@ def metered(paint_event):
             return paint_event(self, event)
         finally:
             PaintMeter.total += time.perf_counter() - t0
+
+    return wrapper
+
+
+def guarded(paint_event):
+    """Decorate a ``paintEvent`` so that no exception leaves it: PySide6 turns one raised
+    inside a paint event into a crash of the whole app. The error is logged and the
+    widget keeps what it drew before the error."""
+
+    @functools.wraps(paint_event)
+    def wrapper(self, event):
+        try:
+            return paint_event(self, event)
+        except Exception:  # noqa: BLE001 - anything, rather than a crash
+            # As text: a kept traceback would keep the frame's QPainter alive past the paint.
+            logging.getLogger(__name__).error("Drawing %s failed:\n%s", type(self).__name__, traceback.format_exc())
 
     return wrapper
 
@@ -71,6 +89,7 @@ class ConfusionView(QWidget):
         self.update()
 
     @metered
+    @guarded
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())
@@ -133,6 +152,7 @@ class SampleGrid(QWidget):
         return int((self.labels != self.preds).sum())
 
     @metered
+    @guarded
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())
@@ -197,6 +217,7 @@ class FilterGrid(QWidget):
         self.update()
 
     @metered
+    @guarded
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())

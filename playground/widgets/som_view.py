@@ -17,7 +17,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from .pictures import array_to_qimage
+from .pictures import array_to_qimage, guarded
 
 SQRT3 = math.sqrt(3.0)
 _VIRIDIS = pg.colormap.get("viridis").getLookupTable(nPts=256)
@@ -151,7 +151,12 @@ class MapView(QWidget):
 
     # -- contents ----------------------------------------------------------------------
     def set_grid(self, rows: int, cols: int, hexagonal: bool) -> None:
+        """A new grid; what was shown for another grid is dropped (it no longer fits)."""
+        if (rows, cols) != (self.rows, self.cols):
+            self._clear()
+            self.title, self.highlight = "", None
         self.rows, self.cols, self.hexagonal = rows, cols, hexagonal
+        self.update()
 
     def _clear(self) -> None:
         self._colors, self._images, self._curves, self._texts, self._legend = [], [], None, [], []
@@ -215,6 +220,7 @@ class MapView(QWidget):
                                          and not self._legend and self._range != (0.0, 1.0))) else 8
         return QRectF(8, 22, self.width() - 8 - right, self.height() - 30)
 
+    @guarded
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())
@@ -330,6 +336,7 @@ class PlanesView(QWidget):
         self.planes, self.names, self.hexagonal = np.asarray(planes, float), list(names), hexagonal
         self.update()
 
+    @guarded
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), self.palette().base())

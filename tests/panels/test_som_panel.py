@@ -113,6 +113,33 @@ def test_a_loaded_sample_lights_up_its_unit(qtbot, panel, tmp_path):
     assert panel.sample_list.count() == rows + 2
 
 
+def test_a_bigger_map_after_a_small_one_draws_safely(qtbot, panel):
+    """Start a 10x10 map after a 2x2 one and repaint before its first snapshot arrives:
+    the old map's cells must not be drawn on the new grid (this used to crash the app)."""
+    train_small(qtbot, panel, rows=2, cols=2)
+    assert len(panel.map_view._colors) == 4
+    choose(panel.source, "iris")
+    panel.rows.setValue(10)
+    panel.cols.setValue(10)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert panel.map_view._colors == []  # the old contents were dropped with the old grid
+    panel.map_view.grab()
+    qtbot.waitUntil(lambda: not panel.running, timeout=60000)
+    assert len(panel.map_view._colors) == 100 and non_background_pixels(panel.map_view) > 50
+
+
+def test_a_failing_paint_is_logged_not_a_crash(qtbot, caplog):
+    from playground.widgets.som_view import MapView
+
+    view = MapView()
+    qtbot.addWidget(view)
+    view.set_grid(3, 3, False)
+    view.show_values(np.arange(9.0).reshape(3, 3))
+    view._colors = view._colors[:2]  # contents that do not fit the grid
+    view.grab()
+    assert "Drawing MapView failed" in caplog.text
+
+
 def test_export_png(qtbot, panel, tmp_path):
     train_small(qtbot, panel)
     out = panel.export_png(str(tmp_path / "map.png"))
