@@ -418,4 +418,8 @@ def load_samples(path, n_features: int, data: SOMData | None = None) -> tuple[np
         x = np.array(found, dtype=np.float64)
         if data is not None and data.mean is not None:
             x = (x - data.mean) / data.scale
-    return x.astype(np.float32), names
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise SOMDataError(f"{path.name} has numbers too large for a sample (beyond ±3.4e38).")
+    return x, names

@@ -136,6 +136,7 @@ class SOMPanel(QWidget):
         self.source.currentIndexChanged.connect(self._on_source_changed)
         self.csv_path.editingFinished.connect(self._fill_label_columns)
         self.mode.currentIndexChanged.connect(self._on_mode_changed)
+        self.neighborhood.activated.connect(self._on_neighborhood_chosen)
         self._on_source_changed()
         self._on_mode_changed()
         return compact_form(box)
@@ -233,6 +234,16 @@ class SOMPanel(QWidget):
         online = self.mode.currentData() == "online"
         for w in (self.order, self.lr0, self.lr_end, self.lr_schedule):
             w.setEnabled(online)
+
+    MEXICAN_HAT_LR = 0.02
+
+    def _on_neighborhood_chosen(self) -> None:
+        """The Mexican hat pushes its outer ring away: at the usual 0.5 the weights fly
+        apart, so choosing it (by hand) lowers a larger starting learning rate."""
+        if self.neighborhood.currentData() == "mexican_hat" and self.lr0.value() > self.MEXICAN_HAT_LR:
+            self.lr0.setValue(self.MEXICAN_HAT_LR)
+            self.controls.set_status(f"Learning rate start set to {self.MEXICAN_HAT_LR}: the Mexican hat "
+                                     "diverges at larger rates.")
 
     def _browse_csv(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a CSV file", self.csv_path.text(),
@@ -434,14 +445,16 @@ class SOMPanel(QWidget):
         hexagonal = cfg.topology == "hexagonal"
         self.map_view.set_grid(cfg.rows, cfg.cols, hexagonal)
         if view == "planes":
-            names = (data.feature_names if data is not None else None) or []
+            names = self._about_data()[2]
             self.planes_view.show_planes(som.component_planes(), names, hexagonal)
             self.stack.setCurrentWidget(self.planes_view)
             return
         self.stack.setCurrentWidget(self.map_view)
         if view == "umatrix":
             self.map_view.show_values(som.u_matrix(), "U-matrix: mean distance to neighbours (light = border)")
-        elif view == "hits" and data is not None:
+        elif view == "hits" and data is None:
+            self.map_view.show_values(som.u_matrix(), "No data with this map (opened from a file): U-matrix shown")
+        elif view == "hits":
             self.map_view.show_values(som.hits(bmus=self.bmus()), "Hits: samples per node", texts=True)
         elif view == "labels" and data is not None and data.labels is not None:
             names = data.label_names or [str(k) for k in range(int(data.labels.max()) + 1)]
@@ -452,20 +465,28 @@ class SOMPanel(QWidget):
         elif view == "prototypes":
             self._draw_prototypes(som, data)
 
+    def _about_data(self) -> tuple[str, tuple[int, int] | None, list[str]]:
+        """(data set name, image shape, feature names): of the data, or saved with an opened map."""
+        if self.data is not None:
+            return self.data.name, self.data.image_shape, self.data.feature_names
+        meta = self.viewer.meta if self.viewer is not None else {}
+        shape = meta.get("image_shape")
+        return str(meta.get("data") or ""), tuple(shape) if shape else None, list(meta.get("feature_names") or [])
+
     def _draw_prototypes(self, som: somlib.SOM, data) -> None:
         w = som.weights_grid()
-        shape = getattr(data, "image_shape", None) if data is not None else None
+        name, shape, _ = self._about_data()
         if shape is not None and int(np.prod(shape)) == w.shape[-1]:
             self.map_view.show_images(w.reshape(w.shape[0], w.shape[1], *shape),
                                       "Prototypes: each node's weights as an image")
-        elif data is not None and data.name.lower().startswith("rgb") and w.shape[-1] == 3:
+        elif name.lower().startswith("rgb") and w.shape[-1] == 3:
             self.map_view.show_rgb(w, "Prototypes: each node's colour")
         else:
             self.map_view.show_curves(w, "Prototypes: each node's weights as a curve")
 
     # -- mouse ---------------------------------------------------------------------------------
     def _on_hover(self, node: int) -> None:
-        if node < 0 or self.viewer is None:
+        if self.viewer is None or not 0 <= node < self.viewer.n_nodes:
             return
         cfg = self.config
         r, c = divmod(node, cfg.cols)
@@ -481,7 +502,7 @@ class SOMPanel(QWidget):
                 order = np.argsort(-counts)[:4]
                 text += " · labels " + ", ".join(
                     f"{names[int(labels[k])] if int(labels[k]) < len(names) else labels[k]}×{counts[k]}" for k in order)
-        names = (self.data.feature_names if self.data is not None else None) or []
+        names = self._about_data()[2]
         shown = ", ".join(f"{(names[i] if i < len(names) else f'x{i}')}={w[i]:.3g}" for i in range(min(8, len(w))))
         text += f"\nweights: {shown}" + (" …" if len(w) > 8 else "")
         self.hover_info.setText(text)
@@ -519,7 +540,11 @@ class SOMPanel(QWidget):
         if not path:
             return 0
         try:
-            x, names = som_data.load_samples(path, self.viewer.dim, self.data)
+            about = self.data
+            if about is None and self.viewer.meta.get("image_shape"):  # an opened map of images
+                about = som_data.SOMData(name=self._about_data()[0], x=np.zeros((0, self.viewer.dim), np.float32),
+                                         image_shape=self._about_data()[1])
+            x, names = som_data.load_samples(path, self.viewer.dim, about)
         except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a message
             self.controls.set_status(f"Could not load a sample: {friendly_message(exc)}", error=True)
             return 0
@@ -539,9 +564,12 @@ class SOMPanel(QWidget):
                                                   "SOM maps (*.safetensors)")
         if not path:
             return None
+        if self.data is not None:  # what the viewer needs to show this map again without its data
+            self.viewer.meta = {"data": self.data.name, "feature_names": self.data.feature_names,
+                                "label_names": self.data.label_names, "image_shape": self.data.image_shape}
         try:
             self.viewer.save(path)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for a bad path
             self.controls.set_status(f"Could not save the map: {friendly_message(exc)}", error=True)
             return None
         self.ctx.show_message(f"Saved the map to {path}")

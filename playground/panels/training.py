@@ -786,14 +786,27 @@ class TrainingPanel(QWidget):
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
         return [self._row_id(r) for r in rows]
 
+    def _gone(self, run_id: str) -> bool:
+        """True (and the table refreshed, with a message) when a run's folder has vanished,
+        for instance deleted outside the app."""
+        if (self.store.root / run_id).is_dir():
+            return False
+        self.controls.set_status(f"The run {run_id} is no longer on disk; the table was refreshed.", error=True)
+        QTimer.singleShot(0, self.refresh_runs)  # not from inside the table's own signal
+        return True
+
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
         run_id = self._row_id(item.row())
+        if run_id not in self.curves and self._gone(run_id):
+            return
         if item.column() == 0:
             if item.checkState() == Qt.CheckState.Checked:
                 self.show_run(run_id)
             elif run_id in self.curves:
                 self.curves[run_id].set_visible(False)
         elif item.column() == 1:
+            if self._gone(run_id):
+                return
             self.store.rename(run_id, item.text())
             if run_id in self.curves:
                 self.curves[run_id].name = item.text()
@@ -803,6 +816,8 @@ class TrainingPanel(QWidget):
         long run's metrics take seconds to parse); the curves fill in when it is done."""
         if run_id in self.curves:
             self.curves[run_id].set_visible(True)
+            return None
+        if self._gone(run_id):
             return None
         curves = self._new_curves(run_id, self.store.info(run_id).name)
         job = self.ctx.pool.submit(self.store.metric_columns, run_id, name=f"Open run {curves.name}")
@@ -842,7 +857,8 @@ class TrainingPanel(QWidget):
         for run_id in ids:
             if run_id in self.curves:
                 self.curves.pop(run_id).remove(self.plots)
-            self.store.delete(run_id)
+            if (self.store.root / run_id).exists():  # (already gone, if deleted outside the app)
+                self.store.delete(run_id)
         self.refresh_runs()
 
     def export_selected(self, path: str | None = None):

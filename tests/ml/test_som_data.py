@@ -228,6 +228,10 @@ def test_bad_sample_files_say_why(tmp_path):
     short.write_text("1,2,3\n4,5,6\n")
     with pytest.raises(SOMDataError, match="exactly 4 numbers"):
         som_data.load_samples(short, 4, iris)
+    huge = tmp_path / "huge.txt"
+    huge.write_text("1e308 1 2 3\n")
+    with pytest.raises(SOMDataError, match="too large"):
+        som_data.load_samples(huge, 4, iris)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     with pytest.raises(SOMDataError, match="not a readable picture"):

@@ -140,6 +140,36 @@ def test_a_failing_paint_is_logged_not_a_crash(qtbot, caplog):
     assert "Drawing MapView failed" in caplog.text
 
 
+def test_saved_map_reopens_as_images_and_bad_saves_are_messages(qtbot, panel, tmp_path):
+    train_small(qtbot, panel, source="digits", rows=4, cols=5)
+    choose(panel.view_choice, "hits")
+    assert panel.save_map(str(tmp_path / "no" / "such" / "dir" / "m.safetensors")) is None
+    assert "Could not save" in panel.controls.status.text()
+    path = panel.save_map(str(tmp_path / "digits.safetensors"))
+    assert path
+    assert panel.open_map(path)
+    # No data now: the hit map says so instead of keeping the old picture.
+    assert "No data" in panel.map_view.title
+    choose(panel.view_choice, "prototypes")
+    assert len(panel.map_view._images) == 20  # drawn as 8x8 digits, from what was saved with the map
+    from PIL import Image
+
+    pic = tmp_path / "seven.png"
+    Image.fromarray((np.eye(40)[::-1] * 255).astype(np.uint8)).save(pic)
+    assert panel.load_sample(str(pic)) == 1
+    panel._on_hover(10**6)  # a node that does not exist: ignored
+    panel._on_hover(-1)
+
+
+def test_choosing_the_mexican_hat_lowers_the_learning_rate(qtbot, panel):
+    panel.lr0.setValue(0.5)
+    idx = panel.neighborhood.findData("mexican_hat")
+    panel.neighborhood.setCurrentIndex(idx)
+    panel.neighborhood.activated.emit(idx)  # as a user's choice
+    assert panel.lr0.value() == pytest.approx(panel.MEXICAN_HAT_LR)
+    assert "Mexican hat" in panel.controls.status.text()
+
+
 def test_export_png(qtbot, panel, tmp_path):
     train_small(qtbot, panel)
     out = panel.export_png(str(tmp_path / "map.png"))

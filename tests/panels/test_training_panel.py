@@ -135,6 +135,29 @@ def test_runs_table_reopen_compare_and_delete(qtbot, window):
     assert not (set(ids) & remaining)
 
 
+def test_runs_deleted_outside_the_app_are_messages(qtbot, window):
+    import shutil
+
+    from playground.ml.training.data import load_digits
+    from playground.ml.training.trainer import TrainConfig, run_to_end
+
+    panel = panel_of(window)
+    run_id = run_to_end(TrainConfig(epochs=1, name="doomed"), panel.store, data=load_digits()).run_id
+    panel.refresh_runs()
+    row = next(r for r in range(panel.table.rowCount()) if panel._row_id(r) == run_id)
+    shutil.rmtree(panel.store.root / run_id)
+    panel.table.item(row, 0).setCheckState(Qt.CheckState.Checked)  # show it
+    assert "no longer on disk" in panel.controls.status.text()
+    assert run_id not in panel.curves
+    panel.controls.set_status("")
+    panel.table.item(row, 1).setText("renamed")
+    assert "no longer on disk" in panel.controls.status.text()
+    panel.table.clearSelection()
+    panel.table.setRangeSelected(QTableWidgetSelectionRange(row, 0, row, 5), True)
+    panel.delete_selected(confirm=False)
+    qtbot.waitUntil(lambda: all(panel._row_id(r) != run_id for r in range(panel.table.rowCount())), timeout=5000)
+
+
 def test_settings_are_remembered(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     win = MainWindow(AppContext(settings))
