@@ -389,7 +389,9 @@ def load_samples(path, n_features: int, data: SOMData | None = None) -> tuple[np
 
         try:
             with Image.open(path) as im:
-                grey = np.asarray(im.convert("L"))
+                im = im.convert("RGBA")  # transparent parts become white paper, not black
+                page = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                grey = np.asarray(Image.alpha_composite(page, im).convert("L"))
         except (UnidentifiedImageError, OSError) as e:
             raise SOMDataError(f"{path.name} is not a readable picture.") from e
         x = image_to_sample(grey, shape)[None, :]

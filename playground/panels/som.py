@@ -473,6 +473,17 @@ class SOMPanel(QWidget):
         shape = meta.get("image_shape")
         return str(meta.get("data") or ""), tuple(shape) if shape else None, list(meta.get("feature_names") or [])
 
+    def _data_of_opened_map(self) -> som_data.SOMData | None:
+        """What an opened map's JSON says of its data (no samples): names, image shape and
+        standardisation. None for a map saved without it (samples are then taken as they are)."""
+        meta = self.viewer.meta if self.viewer is not None else {}
+        if not meta:
+            return None
+        name, shape, features = self._about_data()
+        arr = lambda key: None if meta.get(key) is None else np.asarray(meta[key], np.float64)  # noqa: E731
+        return som_data.SOMData(name=name, x=np.zeros((0, self.viewer.dim), np.float32), feature_names=features,
+                                image_shape=shape, mean=arr("mean"), scale=arr("scale"))
+
     def _draw_prototypes(self, som: somlib.SOM, data) -> None:
         w = som.weights_grid()
         name, shape, _ = self._about_data()
@@ -540,11 +551,7 @@ class SOMPanel(QWidget):
         if not path:
             return 0
         try:
-            about = self.data
-            if about is None and self.viewer.meta.get("image_shape"):  # an opened map of images
-                about = som_data.SOMData(name=self._about_data()[0], x=np.zeros((0, self.viewer.dim), np.float32),
-                                         image_shape=self._about_data()[1])
-            x, names = som_data.load_samples(path, self.viewer.dim, about)
+            x, names = som_data.load_samples(path, self.viewer.dim, self.data or self._data_of_opened_map())
         except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a message
             self.controls.set_status(f"Could not load a sample: {friendly_message(exc)}", error=True)
             return 0
@@ -565,8 +572,12 @@ class SOMPanel(QWidget):
         if not path:
             return None
         if self.data is not None:  # what the viewer needs to show this map again without its data
-            self.viewer.meta = {"data": self.data.name, "feature_names": self.data.feature_names,
-                                "label_names": self.data.label_names, "image_shape": self.data.image_shape}
+            d = self.data
+            self.viewer.meta = {"data": d.name, "feature_names": d.feature_names, "label_names": d.label_names,
+                                "image_shape": d.image_shape,
+                                # the standardisation, so that samples loaded later get the same
+                                "mean": None if d.mean is None else [float(v) for v in d.mean],
+                                "scale": None if d.scale is None else [float(v) for v in d.scale]}
         try:
             self.viewer.save(path)
         except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for a bad path

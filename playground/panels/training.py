@@ -96,10 +96,24 @@ class StickyViewBox(pg.ViewBox):
     #: then spans it from the start and does not move at all.
     x_end: float | None = None
 
+    _fit_next = False  # the user asked for auto-range ('A' button, menu): fit exactly once
+
+    def enableAutoRange(self, axis=None, enable=True, x=None, y=None):  # noqa: N802 - pyqtgraph API
+        # (setRange also calls this, to turn auto-range *off*: that is not a request to fit)
+        if x not in (None, False) or y not in (None, False) or (x is None and y is None and enable):
+            self._fit_next = True
+        return super().enableAutoRange(axis, enable, x, y)
+
     def setRange(self, rect=None, xRange=None, yRange=None, *args, **kwargs):  # noqa: N802 - pyqtgraph API
-        if self._updatingRange and rect is None:  # called by updateAutoRange
+        if self._updatingRange and rect is None and self._fit_next:
+            self._fit_next = False  # a plain fit, as pyqtgraph would
+        elif self._updatingRange and rect is None:  # called by updateAutoRange
             current = self.viewRange()
-            if xRange is not None and self.x_end is not None and xRange[1] <= self.x_end * 1.03:
+            log_x = self.state["logMode"][0]
+            pan_x, pan_y = self.state["autoPan"]
+            if pan_x or pan_y:  # "Auto pan only": pyqtgraph's own behaviour
+                return super().setRange(rect, xRange, yRange, *args, **kwargs)
+            if xRange is not None and self.x_end is not None and not log_x and xRange[1] <= self.x_end * 1.03:
                 end, lo = self.x_end * 1.03, float(xRange[0])
                 keep = current[0][1] == end and lo - 0.06 * end <= current[0][0] <= lo
                 xRange = None if keep else (lo - 0.03 * end, end)
@@ -823,10 +837,15 @@ class TrainingPanel(QWidget):
         job = self.ctx.pool.submit(self.store.metric_columns, run_id, name=f"Open run {curves.name}")
 
         def loaded(state: str) -> None:
-            if state == "finished" and self.curves.get(run_id) is curves:
+            if self.curves.get(run_id) is not curves:
+                return  # removed or replaced meanwhile
+            if state == "finished":
                 curves.add_columns(*job.value)
                 curves.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
                 self._fit_lr_axis()
+            else:  # failed or cancelled: no empty curves left behind (a later tick tries again)
+                self.curves.pop(run_id).remove(self.plots)
+                self._update_run_row(run_id)
 
         job.ended.connect(loaded)
         job.failed.connect(lambda message: self.controls.set_status(f"Could not open the run: {message}", error=True))

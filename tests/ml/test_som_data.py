@@ -194,6 +194,18 @@ def test_a_drawn_digit_picture_reads_as_its_digit(tmp_path):
     assert right >= 16
 
 
+def test_a_digit_on_a_transparent_page_reads_as_ink(tmp_path):
+    from PIL import Image
+
+    d = load("digits")
+    ink = np.kron(d.x[0].reshape(8, 8), np.ones((10, 10)))
+    rgba = np.zeros((80, 80, 4), np.uint8)
+    rgba[..., 3] = (ink * 255).astype(np.uint8)  # black ink, opaque where drawn, clear elsewhere
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    x, _ = som_data.load_samples(tmp_path / "clear.png", 64, d)
+    assert x.max() > 0.9 and np.corrcoef(x[0], d.x[0])[0, 1] > 0.8
+
+
 def test_text_samples_take_the_data_sets_standardisation(tmp_path):
     from sklearn.datasets import load_iris
 

@@ -161,6 +161,24 @@ def test_saved_map_reopens_as_images_and_bad_saves_are_messages(qtbot, panel, tm
     panel._on_hover(-1)
 
 
+def test_samples_loaded_into_an_opened_map_are_standardised_like_its_data(qtbot, panel, tmp_path):
+    from sklearn.datasets import load_iris
+
+    train_small(qtbot, panel)  # iris, standardised
+    units = [int(panel.bmus()[k]) for k in (120, 5, 60)]
+    path = panel.save_map(str(tmp_path / "iris.safetensors"))
+    assert panel.open_map(path)
+    raw = load_iris().data
+    rows = tmp_path / "rows.txt"
+    rows.write_text("".join(" ".join(str(float(v)) for v in raw[k]) + "\n" for k in (120, 5, 60)))
+    assert panel.load_sample(str(rows)) == 3
+    got = []
+    for r in range(3):
+        panel.sample_list.setCurrentRow(r)
+        got.append(panel.map_view.highlight)
+    assert got == units
+
+
 def test_choosing_the_mexican_hat_lowers_the_learning_rate(qtbot, panel):
     panel.lr0.setValue(0.5)
     idx = panel.neighborhood.findData("mexican_hat")

@@ -158,6 +158,27 @@ def test_runs_deleted_outside_the_app_are_messages(qtbot, window):
     qtbot.waitUntil(lambda: all(panel._row_id(r) != run_id for r in range(panel.table.rowCount())), timeout=5000)
 
 
+def test_a_run_that_cannot_be_read_leaves_no_empty_curves(qtbot, window, monkeypatch):
+    from playground.ml.training.data import load_digits
+    from playground.ml.training.trainer import TrainConfig, run_to_end
+
+    panel = panel_of(window)
+    run_id = run_to_end(TrainConfig(epochs=1, name="unreadable"), panel.store, data=load_digits()).run_id
+    panel.refresh_runs()
+
+    def broken(_run_id):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(panel.store, "metric_columns", broken)
+    job = panel.show_run(run_id)
+    qtbot.waitUntil(lambda: job.is_done, timeout=10000)
+    qtbot.waitUntil(lambda: run_id not in panel.curves, timeout=5000)
+    assert "Could not open the run" in panel.controls.status.text()
+    monkeypatch.undo()
+    job = panel.show_run(run_id)  # repaired: a second try reads it
+    qtbot.waitUntil(lambda: run_id in panel.curves and panel.curves[run_id].steps["loss"].n > 0, timeout=10000)
+
+
 def test_settings_are_remembered(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     win = MainWindow(AppContext(settings))

@@ -57,3 +57,23 @@ def test_a_known_end_fixes_the_x_axis(qtbot):
     curve.setData(np.arange(120, dtype=float), np.ones(120))
     _settle(qtbot, w)
     assert np.allclose(vb.viewRange()[0], (20, 30))
+
+
+def test_the_auto_range_button_fits_exactly_and_log_x_ignores_the_run_end(qtbot):
+    w, plot, curve = _plot(qtbot)
+    vb = plot.getViewBox()
+    curve.setData(np.arange(130, dtype=float), np.ones(130))
+    _settle(qtbot, w)
+    vb.scaleBy(x=1.15)  # a small zoom out by the user
+    _settle(qtbot, w)
+    zoomed = tuple(vb.viewRange()[0])
+    plot.autoBtnClicked()  # the 'A' button
+    _settle(qtbot, w)
+    x0, x1 = vb.viewRange()[0]
+    assert (x0, x1) != zoomed and -10 < x0 <= 0 and 129 <= x1 < 140  # fitted, not kept loose
+    # Log x from the plot's menu during a live run: the run's end is in linear units.
+    vb.x_end = 1000.0
+    plot.setLogMode(x=True, y=False)
+    _settle(qtbot, w)
+    x0, x1 = vb.viewRange()[0]
+    assert -1 < x0 and x1 < 3  # log10 of 1..129, not the run's end

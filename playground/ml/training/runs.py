@@ -191,6 +191,7 @@ class RunStore:
         """A run's step and epoch metrics as columns: ({"step": array, "loss": ...}, {...})."""
         steps, epochs = {}, {}
         records = self.metrics(run_id)
+        records = [r for r in records if isinstance(r, dict)]
         for kind, columns in (("step", steps), ("epoch", epochs)):
             rows = [r for r in records if r.get("kind") == kind]
             keys = {k for r in rows[:1] for k in r if k != "kind"}
