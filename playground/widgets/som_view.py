@@ -66,6 +66,9 @@ class _Layout:
         ox = rect.left() + (rect.width() - span_x * self.size) / 2 + self.size / 2
         oy = rect.top() + (rect.height() - span_y * self.size) / 2 + (self.size / SQRT3 if hexagonal else self.size / 2)
         self.points = self.centers * self.size + np.array([ox, oy])
+        # The rectangle the cells fill (inside ``rect``, centred).
+        self.extent = QRectF(ox - self.size / 2, oy - (self.size / SQRT3 if hexagonal else self.size / 2),
+                             span_x * self.size, span_y * self.size)
         self.shape = cell_shape(hexagonal, self.size)
         self.hexagonal = hexagonal
         self.rows, self.cols = rows, cols
@@ -76,7 +79,7 @@ class _Layout:
         return k if d[k] <= self.size * (0.58 if self.hexagonal else 0.71) else None
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def _raster_index(rows: int, cols: int, hexagonal: bool, width: float, height: float) -> np.ndarray:
     """For each pixel of a width x height map rectangle, the cell it shows (-1: none).
 
@@ -124,6 +127,22 @@ def rasterize(colors: np.ndarray, lay: "_Layout", rect: QRectF, background=(255,
     index = _raster_index(lay.rows, lay.cols, lay.hexagonal, rect.width(), rect.height())
     palette = np.vstack([np.asarray(colors, np.uint8).reshape(-1, 3), np.asarray(background, np.uint8)])
     return array_to_qimage(palette[index])  # index -1 picks the last row: the background
+
+
+RASTER_CELL_PX = 12  # a big map's raster has cells this wide, whatever the window's size
+
+
+def raster_map(colors: np.ndarray, lay: "_Layout", background=(255, 255, 255)) -> tuple[QImage, QRectF]:
+    """A whole map as one image with RASTER_CELL_PX-wide cells, and where to draw it.
+
+    Its pixel-to-cell index depends only on the grid, so it is computed once per grid
+    (~0.1 s for 100x100) and not again when the window is resized; Qt scales the image.
+    """
+    unit = QRectF(0, 0, 1, 1)
+    probe = _Layout(lay.rows, lay.cols, lay.hexagonal, unit)
+    width, height = probe.extent.width() / probe.size, probe.extent.height() / probe.size  # in cells
+    size = QRectF(0, 0, round(width * RASTER_CELL_PX), round(height * RASTER_CELL_PX))
+    return rasterize(colors, _Layout(lay.rows, lay.cols, lay.hexagonal, size), size, background), lay.extent
 
 
 class MapView(QWidget):
@@ -243,9 +262,10 @@ class MapView(QWidget):
             # at this size cells get no outlines or numbers anyway.
             if self._rgb is None:
                 self._rgb = np.array([c.getRgb()[:3] for c in self._colors], np.uint8)
-            rect = self._map_rect()
             base = self.palette().base().color()
-            p.drawImage(rect.topLeft(), rasterize(self._rgb, lay, rect, (base.red(), base.green(), base.blue())))
+            image, target = raster_map(self._rgb, lay, (base.red(), base.green(), base.blue()))
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            p.drawImage(target, image)
         cell_by_cell = range(0) if self._rgb is not None and lay.size < 12 else range(n)
         font = QFont(p.font())
         font.setPointSizeF(max(5.0, min(9.0, lay.size / 3.5)))
