@@ -425,3 +425,27 @@ def load_samples(path, n_features: int, data: SOMData | None = None) -> tuple[np
     if not np.isfinite(x).all():
         raise SOMDataError(f"{path.name} has numbers too large for a sample (beyond ±3.4e38).")
     return x, names
+
+
+# -----------------------------------------------------------------------------
+# What a saved map keeps of its data
+
+
+def describe(data: SOMData) -> dict:
+    """A data set without its samples, as JSON-ready values: its name, feature and label
+    names, image shape and standardisation: enough to draw a map trained on it and to
+    bring new samples into its units."""
+    as_list = lambda a: None if a is None else [float(v) for v in a]  # noqa: E731
+    return {"data": data.name, "feature_names": list(data.feature_names), "label_names": list(data.label_names),
+            "image_shape": None if data.image_shape is None else list(data.image_shape),
+            "mean": as_list(data.mean), "scale": as_list(data.scale)}
+
+
+def from_description(meta: dict, n_features: int) -> SOMData:
+    """The inverse of :func:`describe`: a :class:`SOMData` with no samples (x is empty)."""
+    as_array = lambda key: None if meta.get(key) is None else np.asarray(meta[key], np.float64)  # noqa: E731
+    shape = meta.get("image_shape")
+    return SOMData(name=str(meta.get("data") or ""), x=np.zeros((0, n_features), np.float32),
+                   label_names=list(meta.get("label_names") or []),
+                   feature_names=list(meta.get("feature_names") or []),
+                   image_shape=tuple(shape) if shape else None, mean=as_array("mean"), scale=as_array("scale"))

@@ -48,6 +48,9 @@ class SOMPanel(QWidget):
         self.ctx = ctx
         self.job = None
         self.data: som_data.SOMData | None = None
+        # What is known of the map's data: the data itself, or for an opened map the
+        # description saved with it (names, image shape, standardisation; no samples).
+        self.about: som_data.SOMData | None = None
         self.config: somlib.SOMConfig | None = None
         self.snapshots: list[somlib.SOMSnapshot] = []
         self.viewer: somlib.SOM | None = None  # the map being shown (weights of one snapshot)
@@ -330,7 +333,7 @@ class SOMPanel(QWidget):
         self.save_settings()
         self.config = cfg
         self.snapshots = []
-        self.data = None
+        self.data = self.about = None
         self.viewer = None
         self._bmus = None
         self.history.setMaximum(0)
@@ -380,7 +383,7 @@ class SOMPanel(QWidget):
             self._show_snapshot(newest)
 
     def _on_data(self, data: som_data.SOMData) -> None:
-        self.data = data
+        self.data = self.about = data
         self.sample_list.clear()
         n = min(len(data.x), SAMPLE_LIST_MAX)
         names = data.label_names or []
@@ -445,7 +448,7 @@ class SOMPanel(QWidget):
         hexagonal = cfg.topology == "hexagonal"
         self.map_view.set_grid(cfg.rows, cfg.cols, hexagonal)
         if view == "planes":
-            names = self._about_data()[2]
+            names = self.about.feature_names if self.about is not None else []
             self.planes_view.show_planes(som.component_planes(), names, hexagonal)
             self.stack.setCurrentWidget(self.planes_view)
             return
@@ -465,28 +468,9 @@ class SOMPanel(QWidget):
         elif view == "prototypes":
             self._draw_prototypes(som, data)
 
-    def _about_data(self) -> tuple[str, tuple[int, int] | None, list[str]]:
-        """(data set name, image shape, feature names): of the data, or saved with an opened map."""
-        if self.data is not None:
-            return self.data.name, self.data.image_shape, self.data.feature_names
-        meta = self.viewer.meta if self.viewer is not None else {}
-        shape = meta.get("image_shape")
-        return str(meta.get("data") or ""), tuple(shape) if shape else None, list(meta.get("feature_names") or [])
-
-    def _data_of_opened_map(self) -> som_data.SOMData | None:
-        """What an opened map's JSON says of its data (no samples): names, image shape and
-        standardisation. None for a map saved without it (samples are then taken as they are)."""
-        meta = self.viewer.meta if self.viewer is not None else {}
-        if not meta:
-            return None
-        name, shape, features = self._about_data()
-        arr = lambda key: None if meta.get(key) is None else np.asarray(meta[key], np.float64)  # noqa: E731
-        return som_data.SOMData(name=name, x=np.zeros((0, self.viewer.dim), np.float32), feature_names=features,
-                                image_shape=shape, mean=arr("mean"), scale=arr("scale"))
-
     def _draw_prototypes(self, som: somlib.SOM, data) -> None:
         w = som.weights_grid()
-        name, shape, _ = self._about_data()
+        name, shape = (self.about.name, self.about.image_shape) if self.about is not None else ("", None)
         if shape is not None and int(np.prod(shape)) == w.shape[-1]:
             self.map_view.show_images(w.reshape(w.shape[0], w.shape[1], *shape),
                                       "Prototypes: each node's weights as an image")
@@ -513,7 +497,7 @@ class SOMPanel(QWidget):
                 order = np.argsort(-counts)[:4]
                 text += " · labels " + ", ".join(
                     f"{names[int(labels[k])] if int(labels[k]) < len(names) else labels[k]}×{counts[k]}" for k in order)
-        names = self._about_data()[2]
+        names = self.about.feature_names if self.about is not None else []
         shown = ", ".join(f"{(names[i] if i < len(names) else f'x{i}')}={w[i]:.3g}" for i in range(min(8, len(w))))
         text += f"\nweights: {shown}" + (" …" if len(w) > 8 else "")
         self.hover_info.setText(text)
@@ -537,7 +521,7 @@ class SOMPanel(QWidget):
         if switch_view and self.stack.currentWidget() is not self.map_view:
             self.view_choice.setCurrentIndex(self.view_choice.findData("umatrix"))
         r, c = divmod(node, self.config.cols)
-        distance = float(np.linalg.norm(self.viewer.weights[node].cpu().numpy() - vector))
+        distance = float(np.linalg.norm(self.viewer.weights_grid().reshape(-1, self.viewer.dim)[node] - vector))
         self.hover_info.setText(f"{name}: best matching unit ({r}, {c}), distance {distance:.3g}")
 
     def load_sample(self, path: str | None = None) -> int:
@@ -551,7 +535,7 @@ class SOMPanel(QWidget):
         if not path:
             return 0
         try:
-            x, names = som_data.load_samples(path, self.viewer.dim, self.data or self._data_of_opened_map())
+            x, names = som_data.load_samples(path, self.viewer.dim, self.about)
         except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a message
             self.controls.set_status(f"Could not load a sample: {friendly_message(exc)}", error=True)
             return 0
@@ -571,13 +555,8 @@ class SOMPanel(QWidget):
                                                   "SOM maps (*.safetensors)")
         if not path:
             return None
-        if self.data is not None:  # what the viewer needs to show this map again without its data
-            d = self.data
-            self.viewer.meta = {"data": d.name, "feature_names": d.feature_names, "label_names": d.label_names,
-                                "image_shape": d.image_shape,
-                                # the standardisation, so that samples loaded later get the same
-                                "mean": None if d.mean is None else [float(v) for v in d.mean],
-                                "scale": None if d.scale is None else [float(v) for v in d.scale]}
+        if self.about is not None:  # so that the map can be shown, and take samples, without its data
+            self.viewer.meta = som_data.describe(self.about)
         try:
             self.viewer.save(path)
         except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for a bad path
@@ -598,6 +577,7 @@ class SOMPanel(QWidget):
             self.controls.set_status(f"Could not open {Path(path).name}: {friendly_message(exc)}", error=True)
             return False
         self.config, self.viewer, self.snapshots, self.data, self._bmus = som.config, som, [], None, None
+        self.about = som_data.from_description(som.meta, som.dim) if som.meta else None
         self.sample_list.clear()
         self.history.setMaximum(0)
         self.history_label.setText(f"opened {Path(path).name}")

@@ -803,7 +803,7 @@ class TrainingPanel(QWidget):
     def _gone(self, run_id: str) -> bool:
         """True (and the table refreshed, with a message) when a run's folder has vanished,
         for instance deleted outside the app."""
-        if (self.store.root / run_id).is_dir():
+        if self.store.exists(run_id):
             return False
         self.controls.set_status(f"The run {run_id} is no longer on disk; the table was refreshed.", error=True)
         QTimer.singleShot(0, self.refresh_runs)  # not from inside the table's own signal
@@ -876,7 +876,7 @@ class TrainingPanel(QWidget):
         for run_id in ids:
             if run_id in self.curves:
                 self.curves.pop(run_id).remove(self.plots)
-            if (self.store.root / run_id).exists():  # (already gone, if deleted outside the app)
+            if self.store.exists(run_id):  # (already gone, if deleted outside the app)
                 self.store.delete(run_id)
         self.refresh_runs()
 

@@ -41,14 +41,20 @@ def cell_shape(hexagonal: bool, size: float) -> QPolygonF:
                       for k in range(6)])
 
 
-def colorize(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> list[QColor]:
+def viridis_rgb(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Values (any shape) through the viridis colour map, from ``lo`` to ``hi`` (default: their
+    finite range), as (n, 3) uint8; NaN and infinities take the lowest colour."""
     v = np.asarray(values, float).ravel()
     finite = v[np.isfinite(v)]
     lo = float(finite.min()) if lo is None and finite.size else (lo or 0.0)
     hi = float(finite.max()) if hi is None and finite.size else (hi or 1.0)
     idx = np.clip((v - lo) / (hi - lo + 1e-12) * 255, 0, 255)
     idx = np.where(np.isfinite(idx), idx, 0).astype(int)
-    return [QColor(*map(int, _VIRIDIS[k])) for k in idx]
+    return _VIRIDIS[idx, :3].astype(np.uint8)
+
+
+def colorize(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> list[QColor]:
+    return [QColor(*map(int, c)) for c in viridis_rgb(values, lo, hi)]
 
 
 def category_color(k: int, n: int) -> QColor:
@@ -62,6 +68,7 @@ class _Layout:
         self.centers = cell_centers(rows, cols, hexagonal)
         span_x = cols - 1 + (0.5 if hexagonal and rows > 1 else 0) + 1
         span_y = (rows - 1) * (SQRT3 / 2 if hexagonal else 1) + (2 / SQRT3 if hexagonal else 1)
+        self.span = (span_x, span_y)  # the map's width and height in cells
         self.size = min(rect.width() / span_x, rect.height() / span_y)
         ox = rect.left() + (rect.width() - span_x * self.size) / 2 + self.size / 2
         oy = rect.top() + (rect.height() - span_y * self.size) / 2 + (self.size / SQRT3 if hexagonal else self.size / 2)
@@ -138,10 +145,7 @@ def raster_map(colors: np.ndarray, lay: "_Layout", background=(255, 255, 255)) -
     Its pixel-to-cell index depends only on the grid, so it is computed once per grid
     (~0.1 s for 100x100) and not again when the window is resized; Qt scales the image.
     """
-    unit = QRectF(0, 0, 1, 1)
-    probe = _Layout(lay.rows, lay.cols, lay.hexagonal, unit)
-    width, height = probe.extent.width() / probe.size, probe.extent.height() / probe.size  # in cells
-    size = QRectF(0, 0, round(width * RASTER_CELL_PX), round(height * RASTER_CELL_PX))
+    size = QRectF(0, 0, round(lay.span[0] * RASTER_CELL_PX), round(lay.span[1] * RASTER_CELL_PX))
     return rasterize(colors, _Layout(lay.rows, lay.cols, lay.hexagonal, size), size, background), lay.extent
 
 
@@ -185,7 +189,8 @@ class MapView(QWidget):
         """A number per node (rows, cols) through the viridis colour map."""
         self._clear()
         v = np.asarray(values, float)
-        self._colors = colorize(v)
+        self._rgb = viridis_rgb(v)
+        self._colors = [QColor(*map(int, c)) for c in self._rgb]
         finite = v[np.isfinite(v)]
         self._range = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         if texts:
@@ -376,10 +381,8 @@ class PlanesView(QWidget):
             box = QRectF(c * cw + 2, r * ch + 13, cw - 4, ch - 15)
             lay = _Layout(rows, cols, self.hexagonal, box)
             self._cells.append((box, lay))
-            v = self.planes[f].ravel()
-            idx = np.clip((v - v.min()) / (v.max() - v.min() + 1e-12) * 255, 0, 255).astype(int)
             base = self.palette().base().color()
-            p.drawImage(box.topLeft(), rasterize(_VIRIDIS[idx, :3].astype(np.uint8), lay, box,
+            p.drawImage(box.topLeft(), rasterize(viridis_rgb(self.planes[f]), lay, box,
                                                  (base.red(), base.green(), base.blue())))
             p.setPen(self.palette().text().color())
             name = self.names[f] if f < len(self.names) else f"x{f}"

@@ -248,3 +248,16 @@ def test_bad_sample_files_say_why(tmp_path):
     broken.write_bytes(b"\x89PNG not really")
     with pytest.raises(SOMDataError, match="not a readable picture"):
         som_data.load_samples(broken, 64, load("digits"))
+
+
+def test_a_description_round_trips_through_json():
+    import json
+
+    d = load("iris")
+    back = som_data.from_description(json.loads(json.dumps(som_data.describe(d))), d.n_features)
+    assert back.n_samples == 0 and back.n_features == 4
+    assert back.name == "iris" and back.feature_names == d.feature_names and back.label_names == d.label_names
+    np.testing.assert_allclose(back.mean, d.mean, rtol=1e-6)
+    np.testing.assert_allclose(back.scale, d.scale, rtol=1e-6)
+    digits = som_data.from_description(som_data.describe(load("digits")), 64)
+    assert digits.image_shape == (8, 8) and digits.mean is None

@@ -45,16 +45,6 @@ class RunInfo:
     epochs_done: int
 
 
-def _parse_lines(lines: list[str]) -> list[dict]:
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
-
-
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -181,17 +171,24 @@ class RunStore:
         path = self.root / run_id / "metrics.jsonl"
         if not path.exists():
             return []
-        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-        try:  # one parse of the whole file is ~5x faster than a parse per line
-            return json.loads("[" + ",".join(lines[:-1]) + "]") + _parse_lines(lines[-1:])
-        except ValueError:
-            return _parse_lines(lines)
+        records = []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    def exists(self, run_id: str) -> bool:
+        return (self.root / run_id).is_dir()
 
     def metric_columns(self, run_id: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """A run's step and epoch metrics as columns: ({"step": array, "loss": ...}, {...})."""
         steps, epochs = {}, {}
         records = self.metrics(run_id)
-        records = [r for r in records if isinstance(r, dict)]
         for kind, columns in (("step", steps), ("epoch", epochs)):
             rows = [r for r in records if r.get("kind") == kind]
             keys = {k for r in rows[:1] for k in r if k != "kind"}
