@@ -77,8 +77,7 @@ class JobWidget(QWidget):
             if self.bar.maximum() != 1000:
                 self.bar.setRange(0, 1000)
             self.bar.setValue(int(fraction * 1000))
-        elif self.bar.maximum() == 1000:
-            pass  # an unknown fraction after a known one: keep showing the known one
+        # An unknown fraction (< 0) leaves the bar as it is: busy, or the last known fraction.
         if text:
             self.setToolTip(text)
 
