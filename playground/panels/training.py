@@ -104,6 +104,12 @@ class StickyViewBox(pg.ViewBox):
             self._fit_next = True
         return super().enableAutoRange(axis, enable, x, y)
 
+    def fit_now(self) -> None:
+        """Fit the data exactly, once, on the axes where auto-range is on (a live run ended)."""
+        if any(self.state["autoRange"]):
+            self._fit_next = True
+            self.updateAutoRange()
+
     def setRange(self, rect=None, xRange=None, yRange=None, *args, **kwargs):  # noqa: N802 - pyqtgraph API
         if self._updatingRange and rect is None and self._fit_next:
             self._fit_next = False  # a plain fit, as pyqtgraph would
@@ -703,9 +709,10 @@ class TrainingPanel(QWidget):
 
     def _on_ended(self, state: str) -> None:
         self._drop_empty_current()
-        self._set_x_end()  # no longer running: the axes fit the data again
         if self.current is not None:
             self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
+            self._fit_lr_axis()
+        self._set_x_end()  # no longer running: the axes fit all the data, the last points included
         if self._pending_pictures is not None:
             self._on_pictures(self._pending_pictures)
             self._pending_pictures = None
@@ -734,6 +741,8 @@ class TrainingPanel(QWidget):
                 self.xaxis.currentData())
         for plot in self.plots.values():
             plot.getViewBox().x_end = end
+            if end is None:
+                plot.getViewBox().fit_now()
 
     def _redraw_all(self) -> None:
         self._set_x_end()

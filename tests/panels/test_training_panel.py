@@ -70,6 +70,22 @@ def test_start_watch_plots_grow_then_stop(qtbot, window):
     assert len(panel.store.metrics(run_id)) >= panel.current.steps["loss"].n
 
 
+def test_when_a_run_ends_the_plots_fit_it(qtbot, window):
+    panel = panel_of(window)
+    choose(panel.dataset, "digits")
+    choose(panel.model, "mlp")
+    panel.epochs.setValue(3)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.status.text().startswith("Finished"), timeout=60000)  # the panel saw the end
+    window.grab()
+    last = panel.current.steps["step"].values[-1]
+    for name in ("loss", "grad", "lr"):
+        x0, x1 = panel.plots[name].getViewBox().viewRange()[0]
+        assert last <= x1 < last * 1.1, name  # the whole run, without the room kept while it was live
+    y0, y1 = panel.plots["lr"].getViewBox().viewRange()[1]
+    assert y0 == 0 and y1 == pytest.approx(1.1 * panel.current.steps["lr"].values.max())
+
+
 def test_invalid_values_are_refused_in_the_form(qtbot, window):
     panel = panel_of(window)
     panel.lr.setText("fast please")
