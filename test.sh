@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
 export QT_QPA_PLATFORM=offscreen
+.venv/bin/ruff check .   # lint first: CI enforces it
 exec .venv/bin/python -m pytest -q "$@"

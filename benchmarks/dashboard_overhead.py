@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -42,15 +42,14 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     from playground.app import AppContext, MainWindow
+    from playground.devices import configure_torch_threads
     from playground.ml.training.data import load_dataset_now
     from playground.ml.training.runs import RunStore
     from playground.ml.training.trainer import TrainConfig, run_to_end
     from playground.panels.training import TrainingPanel
 
-    from playground.devices import configure_torch_threads
-
     threads = configure_torch_threads()  # as the app does, for both paths
-    app = QApplication.instance() or QApplication([])
+    _app = QApplication.instance() or QApplication([])
     data = load_dataset_now(args.dataset)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size)
     store = RunStore(Path(os.environ["PLAYGROUND_DATA_DIR"]) / "headless-runs")
@@ -102,7 +101,8 @@ def main() -> None:
         if not probe:
             gui_shares.append(gui_share)
         if os.environ.get("BENCH_VERBOSE"):
-            print(f"  GUI thread busy {gui_share:.1%} of the run; largest delays (ms @ s):", ", ".join(f"{d:.0f}@{t:.2f}" for d, t in sorted(delays)[-5:]))
+            worst = ", ".join(f"{d:.0f}@{t:.2f}" for d, t in sorted(delays)[-5:])
+            print(f"  GUI thread busy {gui_share:.1%} of the run; largest delays (ms @ s):", worst)
         return result.steps / result.seconds, max((d for d, _ in delays), default=float("nan"))
 
     # Warm-up both paths once (imports, first allocations), then alternate.

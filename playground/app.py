@@ -6,14 +6,21 @@ import logging
 import os
 import sys
 
-from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-                               QTabWidget, QToolButton, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QToolButton,
+    QWidget,
+)
 
 from . import APP_NAME, ORG_NAME, __version__
-from .devices import (available_devices, configure_torch_threads, device_label, memory_summary,
-                      resolve_device)
+from .devices import available_devices, configure_torch_threads, device_label, memory_summary, resolve_device
 from .jobs import Job, JobPool
 from .widgets.forms import CalmProgressBar
 

@@ -12,9 +12,9 @@ from .progress import Progress
 
 
 def _train_parser(sub) -> None:
-    from .ml.training.trainer import OPTIMIZERS, SCHEDULES, TrainConfig
     from .ml.training.data import DATASETS
     from .ml.training.models import MODELS
+    from .ml.training.trainer import OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model headless, writing a run like the dashboard does")

@@ -345,7 +345,7 @@ def _close(gen: Any) -> None:
 class _Worker(QThread):
     """A worker thread of the pool: takes jobs from the queue until it gets None."""
 
-    def __init__(self, tasks: "queue.Queue[Job | None]", pool: "JobPool") -> None:
+    def __init__(self, tasks: queue.Queue[Job | None], pool: JobPool) -> None:
         super().__init__()
         self._tasks = tasks
         self._pool = pool

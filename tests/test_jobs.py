@@ -25,8 +25,7 @@ def collect(job):
 
 def test_results_arrive_in_order_and_coalesced(qtbot, pool):
     def many():
-        for i in range(20000):
-            yield i
+        yield from range(20000)
         return "done"
 
     job = pool.submit(many, name="many")

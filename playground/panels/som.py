@@ -12,13 +12,29 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSlider,
-                               QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
+from ..errors import friendly_message
 from ..ml import som as somlib
 from ..ml import som_data
-from ..errors import friendly_message
 from ..progress import Progress
 from ..widgets.forms import JobControls, compact_form
 from ..widgets.som_view import MapView, PlanesView
@@ -196,7 +212,8 @@ class SOMPanel(QWidget):
         self.error_plot.setBackground("w")
         self.error_plot.addLegend(offset=(-5, 5))
         self.error_plot.setLabel("bottom", "fraction of training")
-        self.qe_curve = self.error_plot.plot([], [], pen=pg.mkPen((30, 90, 200), width=2), name="quantization error (QE)")
+        self.qe_curve = self.error_plot.plot([], [], pen=pg.mkPen((30, 90, 200), width=2),
+                                             name="quantization error (QE)")
         self.te_axis = pg.ViewBox()
         self.error_plot.showAxis("right")
         self.error_plot.scene().addItem(self.te_axis)

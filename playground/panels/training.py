@@ -13,18 +13,47 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from scipy.signal import lfilter  # imported up front: its first import takes ~0.2 s
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QGraphicsItem, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QMessageBox, QPushButton, QSlider, QSpinBox,
-                               QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGraphicsItem,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+from scipy.signal import lfilter  # imported up front: its first import takes ~0.2 s
 
 from ..ml.training import runs as runstore
 from ..ml.training.data import DATASETS, IMAGE_FOLDER
 from ..ml.training.models import MODELS
-from ..ml.training.trainer import (OPTIMIZERS, SCHEDULES, Diverged, EpochPictures, EpochPoint, RunStarted,
-                                   StepPoint, TrainConfig, train)
+from ..ml.training.trainer import (
+    OPTIMIZERS,
+    SCHEDULES,
+    Diverged,
+    EpochPictures,
+    EpochPoint,
+    RunStarted,
+    StepPoint,
+    TrainConfig,
+    train,
+)
 from ..widgets.forms import JobControls, compact_form
 from ..widgets.pictures import ConfusionView, FilterGrid, PaintMeter, SampleGrid, metered
 

@@ -192,7 +192,8 @@ class SampleGrid(QWidget):
                 p.drawRect(frame)
             p.setPen(QColor(200, 20, 20) if wrong else self.palette().text().color())
             name = lambda i: self.classes[i] if 0 <= i < len(self.classes) else str(i)  # noqa: E731
-            text = name(int(self.preds[k])) if not wrong else f"{name(int(self.preds[k]))} ≠ {name(int(self.labels[k]))}"
+            pred = name(int(self.preds[k]))
+            text = pred if not wrong else f"{pred} ≠ {name(int(self.labels[k]))}"
             p.drawText(QRectF(c * cw, r * ch + ch - label_h - 2, cw, label_h),
                        Qt.AlignmentFlag.AlignCenter, text[:18])
         p.end()

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from .pictures import array_to_qimage, guarded
@@ -126,7 +126,7 @@ def _raster_index(rows: int, cols: int, hexagonal: bool, width: float, height: f
     return index
 
 
-def rasterize(colors: np.ndarray, lay: "_Layout", rect: QRectF, background=(255, 255, 255)) -> QImage:
+def rasterize(colors: np.ndarray, lay: _Layout, rect: QRectF, background=(255, 255, 255)) -> QImage:
     """Paint a map's cells into an image (to be drawn at ``rect.topLeft()``) in one go.
 
     ``colors`` is (rows*cols, 3) uint8. Used where thousands of cells are drawn at once.
@@ -139,7 +139,7 @@ def rasterize(colors: np.ndarray, lay: "_Layout", rect: QRectF, background=(255,
 RASTER_CELL_PX = 12  # a big map's raster has cells this wide, whatever the window's size
 
 
-def raster_map(colors: np.ndarray, lay: "_Layout", background=(255, 255, 255)) -> tuple[QImage, QRectF]:
+def raster_map(colors: np.ndarray, lay: _Layout, background=(255, 255, 255)) -> tuple[QImage, QRectF]:
     """A whole map as one image with RASTER_CELL_PX-wide cells, and where to draw it.
 
     Its pixel-to-cell index depends only on the grid, so it is computed once per grid

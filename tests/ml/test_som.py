@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from playground.ml.som import (SOM, Grid, SOMConfig, SOMDivergedError, SOMSnapshot, fit, neighborhood_weights,
-                               schedule, train)
+from playground.ml.som import (
+    SOM,
+    Grid,
+    SOMConfig,
+    SOMDivergedError,
+    SOMSnapshot,
+    fit,
+    neighborhood_weights,
+    schedule,
+    train,
+)
 from playground.progress import Progress
 
 

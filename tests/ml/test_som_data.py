@@ -213,8 +213,8 @@ def test_text_samples_take_the_data_sets_standardisation(tmp_path):
     raw = load_iris()
     path = tmp_path / "flowers.csv"
     header = ["species"] + list(raw.feature_names)
-    lines = [",".join(header)] + [",".join([str(raw.target_names[raw.target[i]])] + [str(float(v)) for v in raw.data[i]])
-                                  for i in (0, 60, 140)]
+    lines = [",".join(header)] + [",".join([str(raw.target_names[raw.target[i]])]
+                                           + [str(float(v)) for v in raw.data[i]]) for i in (0, 60, 140)]
     path.write_text("\n".join(lines) + "\n")
     x, names = som_data.load_samples(path, 4, d)
     assert names == ["flowers.csv, line 2", "flowers.csv, line 3", "flowers.csv, line 4"]

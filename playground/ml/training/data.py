@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from ...errors import UserError
-from ...progress import Progress
 from ...paths import data_dir
+from ...progress import Progress
 
 OFFLINE_DATASETS = {"digits": "Digits 8x8 (scikit-learn)", "mnist1d": "MNIST-1D"}
 DOWNLOADABLE_DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}

@@ -14,8 +14,17 @@ import torch
 
 from playground.ml.training import runs as runstore
 from playground.ml.training.data import load_digits
-from playground.ml.training.trainer import (Diverged, EpochPictures, EpochPoint, RunStarted, StepPoint,
-                                            TrainConfig, lr_factor, run_to_end, train)
+from playground.ml.training.trainer import (
+    Diverged,
+    EpochPictures,
+    EpochPoint,
+    RunStarted,
+    StepPoint,
+    TrainConfig,
+    lr_factor,
+    run_to_end,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
