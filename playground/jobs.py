@@ -1,13 +1,31 @@
 """The one worker pool that runs every long piece of work in the app.
 
-A *job* is a generator function (or any callable returning an iterable). The pool runs
-it on a worker QThread and hands what it yields to the GUI thread:
+A *job* is a generator function, or a plain function. The pool runs it on a worker
+QThread and hands what it yields to the GUI thread:
 
 * a yielded :class:`~playground.progress.Progress` updates the job's progress bar;
 * anything else is a *partial result* (a metric point, an image, a token), delivered in
   order, in batches, through :attr:`Job.results`;
-* the generator's return value arrives through :attr:`Job.finished`;
-* an exception becomes a readable message through :attr:`Job.failed`.
+* the generator's return value (or a plain function's: an array, a list, a range, a
+  tensor, anything that is not a generator is *one* value) arrives through
+  :attr:`Job.finished`;
+* an exception becomes a readable message through :attr:`Job.failed`, and its kind
+  (:class:`~playground.errors.ErrorKind`: out of memory, bad file, ...) in
+  :attr:`Job.error_kind`.
+
+**Input into a running job.** :meth:`Job.send` queues a value for the job (the drag
+editor moves a target; the chat pane stops one answer). The job reads its inputs between
+two yields: the value of a ``yield`` expression is ``None`` when nothing arrived since
+the previous yield, otherwise the list of every value sent since then, in order::
+
+    def drag(...):
+        while ...:
+            inputs = yield frame        # None, or [value, value, ...]
+            for value in inputs or ():
+                ...
+
+(``yield from`` passes the inputs on to a sub-generator; a sub-*iterator* that is not
+a generator cannot take them, so a job that takes input yields from generators only.)
 
 How the pieces fit:
 
@@ -36,12 +54,13 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator
+from enum import Enum
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from .errors import friendly_message
+from .errors import ErrorKind, error_kind, friendly_message
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -49,8 +68,28 @@ log = logging.getLogger(__name__)
 #: Fewest milliseconds between two deliveries of one job's results to the GUI.
 DELIVERY_INTERVAL_MS = 50
 
+
+
+class JobState(str, Enum):
+    """Where a job is in its life. (A ``str`` enum: it prints as its value.)"""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED
+
+
 QUEUED, RUNNING, PAUSED, FINISHED, FAILED, CANCELLED = (
-    "queued", "running", "paused", "finished", "failed", "cancelled")
+    JobState.QUEUED, JobState.RUNNING, JobState.PAUSED, JobState.FINISHED, JobState.FAILED, JobState.CANCELLED)
 ENDED = (FINISHED, FAILED, CANCELLED)
 
 
@@ -124,8 +163,9 @@ class Job(QObject):
 
     * ``progress(fraction, text)``: fraction is -1.0 when unknown;
     * ``results(list)``: partial results, in the order they were yielded;
-    * ``finished(object)``: the return value; ``failed(str)``: a readable message;
-    * ``cancelled()``; ``stateChanged(str)``; ``ended(str)`` once, with the final state.
+    * ``finished(object)``: the return value; ``failed(str)``: a readable message (its
+      kind is in :attr:`error_kind` by then);
+    * ``cancelled()``; ``stateChanged(JobState)``; ``ended(JobState)`` once, with the final state.
     """
 
     progress = Signal(float, str)
@@ -133,8 +173,8 @@ class Job(QObject):
     finished = Signal(object)
     failed = Signal(str)
     cancelled = Signal()
-    stateChanged = Signal(str)
-    ended = Signal(str)
+    stateChanged = Signal(object)
+    ended = Signal(object)
 
     _wake = Signal()  # emitted from the worker thread; queued to the GUI thread
 
@@ -156,8 +196,9 @@ class Job(QObject):
         self._resume_event.set()
         self._lock = threading.Lock()
         self._buffer: list[Any] = []
+        self._inputs: list[Any] = []  # sent by the GUI, taken by the worker between two yields
         self._latest_progress: Progress | None = None
-        self._outcome: tuple[str, Any] | None = None  # (state, value) once ended in worker
+        self._outcome: tuple[JobState, Any] | None = None  # (state, value) once ended in worker
         self._started = False
         self._wake_pending = False
         self._last_delivery = 0.0
@@ -166,6 +207,7 @@ class Job(QObject):
         self.fraction: float | None = None
         self.text = ""
         self.error: str | None = None
+        self.error_kind: ErrorKind | None = None
         self.value: Any = None
         self._wake.connect(self._deliver)
 
@@ -184,6 +226,25 @@ class Job(QObject):
         if self.state == PAUSED:
             self._resume_event.set()
             self._set_state(RUNNING)
+
+    def send(self, value: Any) -> bool:
+        """Queue ``value`` for the running job; it gets it at its next yield (see the module doc).
+
+        Thread-safe; values arrive in the order they were sent. Returns False (and drops
+        the value) when the job has already ended or was cancelled.
+        """
+        if self.state in ENDED or self._cancel_event.is_set():
+            return False
+        with self._lock:
+            self._inputs.append(value)
+        return True
+
+    def _take_inputs(self) -> list[Any] | None:
+        with self._lock:
+            if not self._inputs:
+                return None
+            taken, self._inputs = self._inputs, []
+        return taken
 
     @property
     def is_cancel_requested(self) -> bool:
@@ -205,7 +266,7 @@ class Job(QObject):
         if wake:
             self._wake.emit()
 
-    def _end(self, state: str, value: Any = None) -> None:
+    def _end(self, state: JobState, value: Any = None) -> None:
         with self._lock:
             self._outcome = (state, value)
             self._wake_pending = True
@@ -236,14 +297,17 @@ class Job(QObject):
             if wake:
                 self._wake.emit()
             result = self._fn(*self._args, **self._kwargs)
-            if not _is_iterator_like(result):
+            if not isinstance(result, Generator):
+                # Only a generator is a stream of results. An array, a tensor, a list or a
+                # range returned by a plain function is one value, not one per row.
                 self._end(FINISHED, result)
                 return
-            gen = iter(result)
+            gen = result
             value = None
             while True:
                 try:
-                    item = next(gen)
+                    inputs = self._take_inputs()
+                    item = next(gen) if inputs is None else gen.send(inputs)
                 except StopIteration as stop:
                     value = stop.value
                     break
@@ -265,14 +329,14 @@ class Job(QObject):
             self._end(CANCELLED)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a message
             log.error("Job %r failed:\n%s", self.name, traceback.format_exc())
-            self._end(FAILED, friendly_message(exc))
+            self._end(FAILED, (error_kind(exc), friendly_message(exc)))
         finally:
             if held:
                 self._arbiter.release()
             _local.job = None
 
     # -- GUI side -------------------------------------------------------------------------
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: JobState) -> None:
         if state != self.state:
             self.state = state
             self.stateChanged.emit(state)
@@ -316,10 +380,11 @@ class Job(QObject):
                 self._set_state(FINISHED)
                 self.finished.emit(value)
             elif state == FAILED:
-                self.error = value
+                self.error_kind, self.error = value
                 self._set_state(FAILED)
-                self.failed.emit(value)
+                self.failed.emit(self.error)
             else:
+                self.error_kind = ErrorKind.CANCELLED
                 self._set_state(CANCELLED)
                 self.cancelled.emit()
             self.ended.emit(self.state)
@@ -327,10 +392,6 @@ class Job(QObject):
     def flush(self) -> None:
         """Deliver whatever is buffered now (used at shutdown and in tests)."""
         self._deliver_now()
-
-
-def _is_iterator_like(obj: Any) -> bool:
-    return isinstance(obj, Iterable) and not isinstance(obj, (str, bytes, dict, list, tuple))
 
 
 def _close(gen: Any) -> None:

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from playground.jobs import check_cancelled
+from playground.errors import BadFileError, ErrorKind, OfflineError
+from playground.jobs import JobState, check_cancelled
 from playground.progress import Progress
 
 
@@ -250,3 +251,120 @@ def test_ended_jobs_let_go_of_their_inputs(qtbot, pool):
     gc.collect()
     assert ref() is None
     assert job not in pool.children()
+
+
+# -- the kit's additions: one value for anything but a generator, input, error kinds ---------
+def _one_value(qtbot, pool, fn):
+    job = pool.submit(fn)
+    got = collect(job)
+    with qtbot.waitSignal(job.ended, timeout=5000):
+        pass
+    return job, got
+
+
+@pytest.mark.parametrize("kind", ["array", "tensor", "list", "range", "tuple", "dict", "iterator"])
+def test_a_plain_function_returning_an_iterable_is_one_result(qtbot, pool, kind):
+    import numpy as np
+    import torch
+
+    value = {"array": np.arange(12).reshape(4, 3), "tensor": torch.ones(5, 2), "list": [1, 2, 3],
+             "range": range(7), "tuple": (1, 2), "dict": {"a": 1}, "iterator": iter([1, 2])}[kind]
+    job, got = _one_value(qtbot, pool, lambda: value)
+    assert job.state == JobState.FINISHED
+    assert got["items"] == []  # nothing delivered row by row
+    assert got["finished"] is value
+
+
+def test_states_are_an_enum(qtbot, pool):
+    states = []
+    job = pool.submit(lambda: 1)
+    job.stateChanged.connect(states.append)
+    with qtbot.waitSignal(job.ended, timeout=5000) as blocker:
+        pass
+    assert blocker.args == [JobState.FINISHED] and isinstance(blocker.args[0], JobState)
+    assert all(isinstance(s, JobState) for s in states) and states[-1] is JobState.FINISHED
+    assert JobState.FINISHED.ended and not JobState.RUNNING.ended
+
+
+def test_input_reaches_a_running_job_in_order_between_yields(qtbot, pool):
+    seen = []
+    ready = threading.Event()
+
+    def listener():
+        for step in range(400):
+            inputs = yield ("step", step)
+            if inputs is not None:
+                seen.append((step, list(inputs)))
+                if inputs[-1] == "stop":
+                    return [v for _, batch in seen for v in batch]
+            ready.set()
+            time.sleep(0.01)
+        return None
+
+    job = pool.submit(listener)
+    assert ready.wait(5)
+    sender_done = threading.Event()
+
+    def from_another_thread():  # send() is thread-safe, not only for the GUI thread
+        for k in range(50):
+            job.send(("other", k))
+        sender_done.set()
+
+    for k in range(20):
+        job.send(k)
+    t = threading.Thread(target=from_another_thread)
+    t.start()
+    t.join()
+    assert sender_done.is_set()
+    job.send("stop")
+    with qtbot.waitSignal(job.ended, timeout=10000):
+        pass
+    received = job.value
+    assert received is not None and received[-1] == "stop"
+    assert [v for v in received if isinstance(v, int)] == list(range(20))
+    assert [v[1] for v in received if isinstance(v, tuple)] == list(range(50))
+    assert all(isinstance(batch, list) and batch for _, batch in seen)
+    assert not job.send("late")  # an ended job takes no input
+
+
+def test_a_job_that_takes_no_input_still_gets_none_at_every_yield(qtbot, pool):
+    got_values = []
+
+    def plain():
+        for _ in range(3):
+            got_values.append((yield 1))
+
+    job, _ = _one_value(qtbot, pool, plain)
+    assert job.state == JobState.FINISHED and got_values == [None, None, None]
+
+
+@pytest.mark.parametrize("exc, kind", [
+    (MemoryError(), ErrorKind.OUT_OF_MEMORY),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), ErrorKind.OUT_OF_MEMORY),
+    (BadFileError("model.pt is truncated"), ErrorKind.BAD_FILE),
+    (OfflineError("no network"), ErrorKind.OFFLINE),
+    (ValueError("bad value"), ErrorKind.BAD_INPUT),
+    (ZeroDivisionError("division by zero"), ErrorKind.INTERNAL),
+])
+def test_a_failed_job_keeps_its_exceptions_kind(qtbot, pool, exc, kind):
+    def boom():
+        yield 1
+        raise exc
+
+    job, got = _one_value(qtbot, pool, boom)
+    assert job.state == JobState.FAILED and job.error_kind is kind
+    assert got["failed"] and "Traceback" not in got["failed"]
+
+
+def test_a_cancelled_job_says_so_in_its_kind(qtbot, pool):
+    def forever():
+        while True:
+            yield 1
+            time.sleep(0.01)
+
+    job = pool.submit(forever)
+    qtbot.waitUntil(lambda: job.state == JobState.RUNNING, timeout=5000)
+    job.cancel()
+    with qtbot.waitSignal(job.ended, timeout=5000):
+        pass
+    assert job.state == JobState.CANCELLED and job.error_kind is ErrorKind.CANCELLED
