@@ -38,10 +38,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from playground.app import AppContext, MainWindow
+    from playground.settings import Settings
     from playground.devices import configure_torch_threads
     from playground.ml.training.data import load_dataset_now
     from playground.ml.training.runs import RunStore
@@ -59,7 +60,7 @@ def main() -> None:
         return result.steps / result.seconds
 
     def dashboard(probe: bool) -> tuple[float, float]:
-        settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
+        settings = Settings(tempfile.mktemp(suffix=".json"))
         win = MainWindow(AppContext(settings))
         win.resize(1400, 900)
         win.show()

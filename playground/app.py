@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from PySide6.QtCore import QObject, QSettings, QTimer, Signal
+from PySide6.QtCore import QByteArray, QObject, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -21,8 +21,11 @@ from PySide6.QtWidgets import (
 
 from . import APP_NAME, ORG_NAME, __version__
 from .devices import available_devices, configure_torch_threads, device_label, memory_summary, resolve_device
-from .jobs import Job, JobPool
+from .jobs import Job, JobPool, JobState
+from .panels import PANELS, build_panel
+from .settings import Settings
 from .widgets.forms import CalmProgressBar
+from .widgets.plots import configure_pyqtgraph
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +36,11 @@ class AppContext(QObject):
     deviceChanged = Signal(str)
     message = Signal(str, int)  # text, milliseconds (0 = until replaced)
 
-    def __init__(self, settings: QSettings, pool: JobPool | None = None) -> None:
+    def __init__(self, settings: Settings, pool: JobPool | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.pool = pool or JobPool(parent=self)
-        self._device = resolve_device(settings.value("device", None))
+        self._device = resolve_device(settings.get_typed("device", str, None))
 
     @property
     def device(self) -> str:
@@ -47,7 +50,7 @@ class AppContext(QObject):
         key = resolve_device(key)
         if key != self._device:
             self._device = key
-            self.settings.setValue("device", key)
+            self.settings.set("device", key)
             self.deviceChanged.emit(key)
 
     def show_message(self, text: str, ms: int = 8000) -> None:
@@ -88,15 +91,16 @@ class JobWidget(QWidget):
         if text:
             self.setToolTip(text)
 
-    def _on_state(self, state: str) -> None:
-        self.label.setText(f"{self.job.name} (paused)" if state == "paused" else self.job.name)
+    def _on_state(self, state: JobState) -> None:
+        self.label.setText(f"{self.job.name} (paused)" if state == JobState.PAUSED else self.job.name)
 
 
 class MainWindow(QMainWindow):
     def __init__(self, context: AppContext | None = None) -> None:
         super().__init__()
         self.setWindowTitle(APP_NAME)
-        self.ctx = context or AppContext(QSettings(ORG_NAME, "playground"))
+        self.ctx = context or AppContext(Settings())
+        configure_pyqtgraph()
         self.pool = self.ctx.pool
         self.settings = self.ctx.settings
         self.tabs = QTabWidget()
@@ -112,15 +116,8 @@ class MainWindow(QMainWindow):
 
     # -- panels --------------------------------------------------------------------------
     def _add_panels(self) -> None:
-        from .panels.training import TrainingPanel
-
-        self.add_panel(TrainingPanel(self.ctx), "&Training")
-        try:
-            from .panels.som import SOMPanel
-        except ImportError as exc:  # the SOM viewer is optional while it is being built
-            log.debug("SOM panel not available: %s", exc)
-        else:
-            self.add_panel(SOMPanel(self.ctx), "&SOM")
+        for spec in PANELS:
+            self.add_panel(build_panel(spec, self.ctx), spec.title)
 
     def add_panel(self, panel: QWidget, title: str) -> None:
         self.panels.append(panel)
@@ -232,29 +229,35 @@ class MainWindow(QMainWindow):
         widget = self.job_widgets.pop(job.id, None)
         if widget is not None:
             widget.deleteLater()
-        if job.state == "failed":
+        if job.state == JobState.FAILED:
             self.statusBar().showMessage(f"{job.name} failed: {job.error}", 15000)
-        elif job.state == "cancelled":
+        elif job.state == JobState.CANCELLED:
             self.statusBar().showMessage(f"{job.name} stopped", 5000)
 
     # -- settings and shutdown ---------------------------------------------------------------
     def _restore(self) -> None:
-        geometry = self.settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
+        geometry = self.settings.get_bytes("window/geometry")
+        if geometry is None or not self.restoreGeometry(QByteArray(geometry)):
             self.resize(1280, 820)
-        self.tabs.setCurrentIndex(int(self.settings.value("window/tab", 0) or 0))
+        tab = self.settings.get_typed("window/tab", int, 0)
+        self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
+        for problem in self.settings.problems:
+            QTimer.singleShot(0, lambda text=problem: self.statusBar().showMessage(text, 15000))
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         if not self._closed:
             self._closed = True
-            self.settings.setValue("window/geometry", self.saveGeometry())
-            self.settings.setValue("window/tab", self.tabs.currentIndex())
+            self.settings.set_bytes("window/geometry", bytes(self.saveGeometry().data()))
+            self.settings.set("window/tab", self.tabs.currentIndex())
             for panel in self.panels:
-                save = getattr(panel, "save_settings", None)
-                if save is not None:
-                    save()
+                for hook in ("save_settings", "shutdown"):
+                    method = getattr(panel, hook, None)
+                    if method is None:
+                        continue
+                    try:
+                        method()
+                    except Exception:  # noqa: BLE001 - one panel must not keep the others from saving
+                        log.exception("%s.%s failed while closing", type(panel).__name__, hook)
             self.settings.sync()  # first: nothing the user set is lost even if a thread hangs
             self.threads_stopped = self.pool.shutdown()
         super().closeEvent(event)

@@ -1,14 +1,46 @@
 """Command line: ``python -m playground`` opens the app; ``python -m playground train ...`` trains headless.
 
 A headless run writes the same run files as the dashboard, so it shows up in the app's runs table.
+Ctrl-C or a SIGTERM stops it the way the dashboard's Stop does: the weights so far and the
+status ``stopped`` are written before the process exits (more signals meanwhile only wait).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .progress import Progress
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[list[int]]:
+    """While training: the first SIGINT or SIGTERM raises KeyboardInterrupt (the trainer then
+    saves and closes the run); later ones only say that the run is being saved, so that a
+    second Ctrl-C cannot cut the saving short. Yields the list of signals received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise KeyboardInterrupt
+        print("stopping: saving the run first", file=sys.stderr, flush=True)
+
+    wanted = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None]
+    previous = {s: signal.signal(s, handler) for s in wanted}
+    try:
+        yield received
+    finally:
+        if not received:  # once stopping, stay so until the process exits: no traceback from a late Ctrl-C
+            for s, old in previous.items():
+                signal.signal(s, old if old is not None else signal.SIG_DFL)
 
 
 def _train_parser(sub) -> None:
@@ -35,14 +67,16 @@ def _train_parser(sub) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
-    from .errors import friendly_message
+    from .devices import parse_device
+    from .errors import UserError, friendly_message
     from .ml.training.runs import RunStore
     from .ml.training.trainer import Diverged, EpochPoint, RunStarted, TrainConfig, run_to_end
 
-    device = resolve_device(None) if args.device == "auto" else args.device
-    if device == "cuda":
-        device = "cuda:0"
+    try:
+        device = parse_device(args.device)
+    except UserError as exc:
+        print(f"error: --device: {exc}", file=sys.stderr)
+        return 2
     cfg = TrainConfig(dataset=args.dataset, model=args.model, optimizer=args.optimizer, lr=args.lr,
                       schedule=args.schedule, batch_size=args.batch_size, epochs=args.epochs,
                       weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed,
@@ -64,14 +98,15 @@ def train_main(args: argparse.Namespace) -> int:
         elif isinstance(item, Progress) and item.text.startswith("Downloading") and (item.fraction or 0) >= 1:
             print(item.text)
 
-    try:
-        result = run_to_end(cfg, None if args.no_save else RunStore(), on_item=show)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the command line prints a message, not a traceback
-        print(f"error: {friendly_message(exc)}", file=sys.stderr)
-        return 1
+    with _stop_on_signals() as received:
+        try:
+            result = run_to_end(cfg, None if args.no_save else RunStore(), on_item=show)
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr)
+            return 128 + int(received[0] if received else signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+        except Exception as exc:  # noqa: BLE001 - the command line prints a message, not a traceback
+            print(f"error: {friendly_message(exc)}", file=sys.stderr)
+            return 1
     best = f"{result.best_val_acc:.2%}" if result.best_val_acc is not None else "n/a"
     print(f"{result.status}: best val acc {best} in {result.seconds:.1f} s")
     return 0 if result.status == "finished" else 1

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,29 @@ def resolve_device(wanted: str | None) -> str:
     """``wanted`` if it exists here, otherwise the best device there is (no GPU: the CPU)."""
     keys = [d.key for d in available_devices()]
     return wanted if wanted in keys else keys[0]
+
+
+def parse_device(text: str) -> str:
+    """A device the user named (``--device``) as a torch device key that exists here.
+
+    "auto" (or nothing) is the best device there is; "cuda" means "cuda:0"; case and
+    spaces do not matter. A device that does not exist on this machine (``cuda:7``,
+    ``tpu``, ``mps`` off a Mac) raises :class:`UserError` with one line that lists the
+    devices there are, rather than failing later inside torch with a traceback.
+    """
+    devices = available_devices()
+    keys = [d.key for d in devices]
+    wanted = str(text).strip().lower()
+    if wanted in ("", "auto"):
+        return keys[0]
+    match = re.fullmatch(r"cuda(?::(\d{1,4}))?", wanted)
+    if match:
+        wanted = f"cuda:{int(match.group(1) or 0)}"
+    if wanted in keys:
+        return wanted
+    there = ", ".join(f"{d.key} ({d.label})" for d in devices)
+    shown = str(text).strip()[:40] or repr(text)
+    raise UserError(f"there is no device {shown!r} on this machine; the devices here are: {there} (or auto).")
 
 
 def device_label(key: str) -> str:

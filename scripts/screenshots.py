@@ -46,7 +46,6 @@ def choose(combo, key) -> None:
 
 
 def main(which: list[str]) -> None:
-    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from playground.app import AppContext, MainWindow
@@ -54,7 +53,9 @@ def main(which: list[str]) -> None:
     from playground.panels.training import TrainingPanel
 
     app = QApplication.instance() or QApplication([])
-    settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
+    from playground.settings import Settings
+
+    settings = Settings(tempfile.mktemp(suffix=".json"))
     win = MainWindow(AppContext(settings))
     win.resize(1400, 900)
     win.show()

@@ -57,7 +57,6 @@ and the weights are rebuilt with one matrix product per block. See :func:`_onlin
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from collections.abc import Callable, Generator
@@ -68,8 +67,9 @@ import numpy as np
 import torch
 from scipy.linalg.blas import sgemv  # y <- a A x + b y, written over y: one call for P_k + B^T G_k
 
-from ..errors import UserError
+from ..errors import BadFileError, UserError
 from ..progress import Progress
+from .checkpoints import FORMAT, load_weights, save_weights, sidecar_path
 
 TOPOLOGIES = ("rectangular", "hexagonal")
 NEIGHBORHOODS = ("gaussian", "bubble", "mexican_hat", "triangle", "halving")
@@ -79,6 +79,7 @@ MODES = ("online", "batch")
 ORDERS = ("random", "sweep")
 
 MIN_SIDE, MAX_SIDE = 1, 100  # a side of 1 makes a 1-D map (a chain); the map needs 2 nodes or more
+SOM_KIND = "som"  # the "kind" in a saved map's JSON sidecar (see SOM.save)
 HEX_ROW_SPACING = math.sqrt(3) / 2
 METRIC_SAMPLE = 5000  # QE/TE of snapshots use at most this many samples (all of the built-in sets)
 YIELD_EVERY_S = 0.1  # the training generator yields at least this often
@@ -186,7 +187,9 @@ class SOMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SOMConfig:
-        """Build from a dict, ignoring keys this version does not know."""
+        """Build from a dict, ignoring keys this version does not know (values are checked by :meth:`validate`)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a map's config must be an object, not {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -591,40 +594,57 @@ class SOM:
     # -- saving -----------------------------------------------------------------
     @staticmethod
     def sidecar_path(path) -> Path:
-        return Path(path).with_suffix(".json")
+        return sidecar_path(path)
 
     def save(self, path) -> None:
-        """Write the weights to ``path`` (.safetensors) and the config to a JSON next to it."""
-        from safetensors.torch import save_file
+        """Write the weights to ``path`` (.safetensors) and the config to a JSON next to it.
 
-        path = Path(path)
-        save_file({"weights": self.weights.detach().cpu().contiguous()}, str(path),
-                  metadata={"format": "playground-som", "version": "1"})
-        side = {"format": "playground-som", "version": 1, "dim": self.dim,
-                "config": self.config.to_dict(), "meta": self.meta}
-        self.sidecar_path(path).write_text(json.dumps(side, indent=2))
+        Through :func:`~playground.ml.checkpoints.save_weights`: both files are written
+        atomically and the JSON lists the weights' shape, so a mismatched pair is refused.
+        """
+        save_weights(path, {"weights": self.weights}, {"kind": SOM_KIND, "dim": self.dim,
+                                                       "config": self.config.to_dict(), "meta": self.meta})
 
     @classmethod
     def load(cls, path, device: str | torch.device = "cpu") -> SOM:
-        """Read a map written by :meth:`save` (safetensors and JSON only, never pickle)."""
-        from safetensors.torch import load_file
+        """Read a map written by :meth:`save` (safetensors and JSON only, never pickle).
 
+        Also reads maps from before :mod:`~playground.ml.checkpoints` (sidecar format
+        "playground-som"). Everything in the JSON is checked before it is used, so a
+        damaged or doctored file gives one :class:`BadFileError` sentence.
+        """
         path = Path(path)
+        tensors, side = load_weights(path)
+        side_name = sidecar_path(path).name
+        if not side:
+            raise BadFileError(f"{path.name} has no {side_name} next to it describing the map.")
+        is_old = side.get("format") == "playground-som"
+        if not (is_old or (side.get("format") == FORMAT and side.get("kind") == SOM_KIND)):
+            raise BadFileError(f"{side_name} does not describe a saved SOM.")
+        dim, meta = side.get("dim"), side.get("meta")
+        if not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1):
+            raise BadFileError(f"{side_name} is damaged: 'dim' must be a whole number of 1 or more (got {dim!r}).")
+        if meta is not None and not isinstance(meta, dict):
+            raise BadFileError(f"{side_name} is damaged: 'meta' must be an object (got {type(meta).__name__}).")
         try:
-            side = json.loads(cls.sidecar_path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cls.sidecar_path(path)} is not valid JSON ({e}).") from e
-        if not isinstance(side, dict) or side.get("format") != "playground-som":
-            raise ValueError(f"{cls.sidecar_path(path)} does not describe a saved SOM.")
-        config = SOMConfig.from_dict(side.get("config") or {})
-        try:
-            tensors = load_file(str(path), device="cpu")
-        except Exception as e:  # safetensors raises its own error type for a damaged file
-            raise ValueError(f"{path} is not a readable safetensors file ({e}).") from e
+            config = SOMConfig.from_dict(side.get("config"))
+        except (TypeError, ValueError) as exc:
+            raise BadFileError(f"{side_name} is damaged: {exc}") from None
+        problems = config.validate()
+        if problems:
+            raise BadFileError(f"{side_name} is damaged: {problems[0]}")
         if "weights" not in tensors:
-            raise ValueError(f"{path} holds no 'weights' tensor.")
-        som = cls(config, int(side["dim"]), device=device, weights=tensors["weights"])
-        som.meta = dict(side.get("meta") or {})
+            raise BadFileError(f"{path.name} holds no 'weights' tensor.")
+        w = tensors["weights"]
+        n_nodes = config.rows * config.cols
+        if tuple(w.shape) != (n_nodes, dim):
+            raise BadFileError(f"{path.name} does not fit its {side_name}: the weights are "
+                               f"{'x'.join(map(str, w.shape))} but a {config.rows} x {config.cols} map of "
+                               f"{dim} features needs {n_nodes}x{dim}.")
+        if not w.is_floating_point():
+            raise BadFileError(f"{path.name}: the weights are {w.dtype}, not floating point numbers.")
+        som = cls(config, dim, device=device, weights=w)
+        som.meta = dict(meta or {})
         return som
 
 

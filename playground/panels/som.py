@@ -9,40 +9,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QSplitter,
-    QStackedWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSlider,
+                               QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from ..errors import friendly_message
+from ..jobs import JobState
+from ..learn.som import som_sheet
 from ..ml import som as somlib
 from ..ml import som_data
 from ..progress import Progress
 from ..widgets.forms import JobControls, compact_form
 from ..widgets.som_view import MapView, PlanesView
+from .base import JobRunner, Panel
 
 CSV_KEY = "csv"
 VIEWS = {"umatrix": "U-matrix", "planes": "Component planes", "hits": "Hit map",
          "labels": "Label map", "prototypes": "Prototypes"}
 SAMPLE_LIST_MAX = 2000
+
+
+@dataclass
+class SOMSettings:
+    """What the SOM tab remembers between launches (the kit saves it as JSON)."""
+
+    config: somlib.SOMConfig = field(default_factory=somlib.SOMConfig)
+    source: str = next(iter(som_data.BUILTIN))
+    csv: str = ""
+    standardize: bool = True
+    view: str = "umatrix"
 
 
 def train_job(source: str, csv_path: str, label_column: int | None, standardize: bool,
@@ -51,18 +51,20 @@ def train_job(source: str, csv_path: str, label_column: int | None, standardize:
     yield Progress(None, "Loading data")
     if source == CSV_KEY:
         label = None if label_column is None or label_column < 0 else label_column
-        data = som_data.load_csv(csv_path, label_column=label, standardize=standardize)
+        data = yield from som_data.read_csv(csv_path, label_column=label, standardize=standardize)
     else:
         data = som_data.load(source)
     yield data
     return (yield from somlib.train(data.x, config, device=device))
 
 
-class SOMPanel(QWidget):
+class SOMPanel(Panel):
+    title = "&SOM"
+    settings_key = "som"
+    Settings = SOMSettings
+
     def __init__(self, ctx) -> None:
-        super().__init__()
-        self.ctx = ctx
-        self.job = None
+        super().__init__(ctx)
         self.data: som_data.SOMData | None = None
         # What is known of the map's data: the data itself, or for an opened map the
         # description saved with it (names, image shape, standardisation; no samples).
@@ -71,20 +73,21 @@ class SOMPanel(QWidget):
         self.snapshots: list[somlib.SOMSnapshot] = []
         self.viewer: somlib.SOM | None = None  # the map being shown (weights of one snapshot)
         self._bmus: np.ndarray | None = None
+        self.sample_job = None
+        self.loaded_samples = 0  # how many samples the last "Load a sample…" added
         self._build()
-        self.load_settings()
-        self._update_buttons()
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
         root = QHBoxLayout(self)
         split = QSplitter(Qt.Orientation.Horizontal)
-        root.addWidget(split)
         split.addWidget(self._build_form())
         split.addWidget(self._build_views())
         split.addWidget(self._build_side())
         split.setSizes([350, 680, 370])
         split.setStretchFactor(1, 1)
+        root.addWidget(self.with_learn(split, self._sheet()))
+        self.runner.disable_while_running(self.open_button)  # a live run would draw over the opened map
 
     def _build_form(self) -> QWidget:
         box = QWidget()
@@ -149,6 +152,7 @@ class SOMPanel(QWidget):
             form.addRow(label, w)
         self.controls = JobControls(self, form, start_text="Train", start_tip="Train a map",
                                     stop_tip="Stop training; the map so far is kept", start=self.start, stop=self.stop)
+        self.runner = JobRunner(self.ctx, self.controls, parent=self)
         c = self.controls
         self.form_error, self.progress, self.status = c.form_error, c.progress, c.status
         self.start_button, self.stop_button = c.start_button, c.stop_button
@@ -156,6 +160,8 @@ class SOMPanel(QWidget):
         self.csv_path.editingFinished.connect(self._fill_label_columns)
         self.mode.currentIndexChanged.connect(self._on_mode_changed)
         self.neighborhood.activated.connect(self._on_neighborhood_chosen)
+        self.neighborhood.currentIndexChanged.connect(self._on_learn_choice)
+        self.mode.currentIndexChanged.connect(self._on_learn_choice)
         self._on_source_changed()
         self._on_mode_changed()
         return compact_form(box)
@@ -282,7 +288,15 @@ class SOMPanel(QWidget):
         self.label_column.setCurrentIndex(max(0, idx))
 
     def make_config(self) -> tuple[somlib.SOMConfig | None, list[str]]:
-        cfg = somlib.SOMConfig(
+        cfg = self._form_config()
+        problems = cfg.validate()
+        if self.source.currentData() == CSV_KEY and not Path(self.csv_path.text().strip()).is_file():
+            problems.append("Choose a CSV file.")
+        return (None if problems else cfg), problems
+
+    # -- settings (saved and restored by the kit) -------------------------------------------
+    def _form_config(self) -> somlib.SOMConfig:
+        return somlib.SOMConfig(
             rows=self.rows.value(), cols=self.cols.value(), topology=self.topology.currentData(),
             toroidal=self.toroidal.isChecked(), neighborhood=self.neighborhood.currentData(),
             sigma0=self.sigma0.value() or None, sigma_end=self.sigma_end.value(), lr0=self.lr0.value(),
@@ -290,54 +304,42 @@ class SOMPanel(QWidget):
             sigma_schedule=self.sigma_schedule.currentData(), init=self.init.currentData(),
             mode=self.mode.currentData(), order=self.order.currentData(), epochs=self.epochs.value(),
             seed=self.seed.value())
-        problems = cfg.validate()
-        if self.source.currentData() == CSV_KEY and not Path(self.csv_path.text().strip()).is_file():
-            problems.append("Choose a CSV file.")
-        return (None if problems else cfg), problems
 
-    # -- settings ----------------------------------------------------------------------------
-    _WIDGETS = ("rows", "cols", "epochs", "seed", "sigma0", "sigma_end", "lr0", "lr_end")
-    _COMBOS = ("source", "topology", "neighborhood", "mode", "order", "lr_schedule", "sigma_schedule", "init",
-               "view_choice")
+    def settings_state(self) -> SOMSettings:
+        return SOMSettings(self._form_config(), self.source.currentData(), self.csv_path.text(),
+                           self.standardize.isChecked(), self.view_choice.currentData())
 
-    def save_settings(self) -> None:
-        s = self.ctx.settings
-        for name in self._WIDGETS:
-            s.setValue(f"som/{name}", getattr(self, name).value())
-        for name in self._COMBOS:
-            s.setValue(f"som/{name}", getattr(self, name).currentData())
-        s.setValue("som/toroidal", self.toroidal.isChecked())
-        s.setValue("som/csv", self.csv_path.text())
+    def apply_settings(self, state: SOMSettings) -> None:
+        cfg = state.config
+        for name in ("rows", "cols", "epochs", "seed", "sigma_end", "lr0", "lr_end"):
+            getattr(self, name).setValue(getattr(cfg, name))
+        self.sigma0.setValue(cfg.sigma0 or 0.0)
+        for name, value in (("topology", cfg.topology), ("neighborhood", cfg.neighborhood), ("mode", cfg.mode),
+                            ("order", cfg.order), ("lr_schedule", cfg.lr_schedule),
+                            ("sigma_schedule", cfg.sigma_schedule), ("init", cfg.init), ("source", state.source),
+                            ("view_choice", state.view)):
+            combo = getattr(self, name)
+            combo.setCurrentIndex(max(0, combo.findData(value)))
+        self.toroidal.setChecked(cfg.toroidal)
+        self.csv_path.setText(state.csv)
+        self.standardize.setChecked(state.standardize)
 
-    def load_settings(self) -> None:
-        s = self.ctx.settings
-        for name in self._WIDGETS:
-            raw = s.value(f"som/{name}")
-            if raw is not None:
-                w = getattr(self, name)
-                try:
-                    w.setValue(type(w.value())(float(raw)))
-                except (TypeError, ValueError):
-                    pass
-        for name in self._COMBOS:
-            raw = s.value(f"som/{name}")
-            if raw is not None:
-                combo = getattr(self, name)
-                idx = combo.findData(raw)
-                if idx >= 0:
-                    combo.setCurrentIndex(idx)
-        self.toroidal.setChecked(s.value("som/toroidal", False) in (True, "true"))
-        self.csv_path.setText(s.value("som/csv", "") or "")
+    # -- the Learn panel ------------------------------------------------------------------------
+    def _sheet(self):
+        return som_sheet(self.neighborhood.currentData() or "gaussian", self.mode.currentData() or "batch")
+
+    def _on_learn_choice(self) -> None:
+        if self.learn is not None and not self.running:
+            self.learn.set_sheet(self._sheet())
 
     # -- running -----------------------------------------------------------------------------
     @property
-    def running(self) -> bool:
-        return self.job is not None and not self.job.is_done
+    def job(self):
+        return self.runner.job
 
-    def _update_buttons(self) -> None:
-        self.start_button.setEnabled(not self.running)
-        self.stop_button.setEnabled(self.running)
-        self.open_button.setEnabled(not self.running)  # a live run would draw over the opened map
+    @property
+    def running(self) -> bool:
+        return self.runner.running
 
     def start(self) -> None:
         if self.running:
@@ -357,29 +359,17 @@ class SOMPanel(QWidget):
         self.qe_curve.setData([], [])
         self.te_curve.setData([], [])
         self.map_view.set_grid(cfg.rows, cfg.cols, cfg.topology == "hexagonal")
-        self.progress.setValue(0)
-        self.controls.set_status("")
+        if self.learn is not None:
+            self.learn.set_sheet(self._sheet())
+        device = self.runner.device
+        self.runner.start(train_job, self.source.currentData(), self.csv_path.text().strip(),
+                          self.label_column.currentData(), self.standardize.isChecked(), cfg, device,
+                          name=f"Train SOM {cfg.rows}x{cfg.cols}", device=device, on_results=self._on_results,
+                          on_ended=self._on_ended)
         self.status.setText("Loading data…")
-        self.job = self.ctx.pool.submit(
-            train_job, self.source.currentData(), self.csv_path.text().strip(), self.label_column.currentData(),
-            self.standardize.isChecked(), cfg, self.ctx.device, name=f"Train SOM {cfg.rows}x{cfg.cols}",
-            device=self.ctx.device)
-        self.job.results.connect(self._on_results)
-        self.job.progress.connect(self._on_progress)
-        self.job.failed.connect(self._on_failed)
-        self.job.ended.connect(self._on_ended)
-        self._update_buttons()
 
     def stop(self) -> None:
-        if self.running:
-            self.job.cancel()
-            self.status.setText("Stopping…")
-
-    def _on_progress(self, fraction: float, text: str) -> None:
-        if fraction >= 0:
-            self.progress.setValue(int(fraction * 1000))
-        if text:
-            self.status.setText(text)
+        self.runner.stop()
 
     def _on_results(self, items: list) -> None:
         newest = None
@@ -421,18 +411,14 @@ class SOMPanel(QWidget):
         else:
             self.sample_list.addItem(item)
 
-    def _on_failed(self, message: str) -> None:
-        self.controls.set_status(message, error=True)
-
-    def _on_ended(self, state: str) -> None:
-        if state == "finished" and self.snapshots:
+    def _on_ended(self, state: JobState) -> None:
+        if state == JobState.FINISHED and self.snapshots:
             s = self.snapshots[-1]
             self.status.setText(f"Done: QE {s.qe:.4f}, TE {s.te:.3f} after {s.epoch} epochs. "
                                 "Drag the history slider to replay.")
             self.progress.setValue(1000)
-        elif state == "cancelled":
+        elif state == JobState.CANCELLED:
             self.status.setText("Stopped; the map so far is shown.")
-        self._update_buttons()
 
     # -- drawing -------------------------------------------------------------------------------
     def _on_history(self, index: int) -> None:
@@ -449,6 +435,8 @@ class SOMPanel(QWidget):
             self._on_sample(self.sample_list.currentRow(), switch_view=False)
         self.history_label.setText(f"{self.snapshots.index(snap) + 1}/{len(self.snapshots)} · epoch "
                                    f"{snap.epoch} · QE {snap.qe:.3f} · TE {snap.te:.3f}")
+        self.update_learn({"lr": snap.lr, "sigma": snap.sigma, "qe": snap.qe, "te": snap.te, "epoch": snap.epoch,
+                           "step": snap.step, "fraction": snap.fraction})
         self.redraw()
 
     def bmus(self) -> np.ndarray | None:
@@ -541,26 +529,40 @@ class SOMPanel(QWidget):
         distance = float(np.linalg.norm(self.viewer.weights_grid().reshape(-1, self.viewer.dim)[node] - vector))
         self.hover_info.setText(f"{name}: best matching unit ({r}, {c}), distance {distance:.3g}")
 
-    def load_sample(self, path: str | None = None) -> int:
-        """Add the samples of a file to the top of the list and light up the first one's unit."""
+    def load_sample(self, path: str | None = None):
+        """Read the samples of a file in a job (a huge picture or CSV must not freeze the window);
+        they go to the top of the list and the first one's unit lights up. Returns the job, or None."""
         if self.viewer is None:
             self.controls.set_status("Train or open a map first.", error=True)
-            return 0
+            return None
         if path is None:
             kinds = "Samples (*.csv *.txt *.tsv *.png *.jpg *.jpeg *.bmp);;All files (*)"
             path, _ = QFileDialog.getOpenFileName(self, "Load a sample", "", kinds)
         if not path:
-            return 0
-        try:
-            x, names = som_data.load_samples(path, self.viewer.dim, self.about)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a message
-            self.controls.set_status(f"Could not load a sample: {friendly_message(exc)}", error=True)
-            return 0
-        for vector, name in reversed(list(zip(x, names))):
-            self._add_sample_item(f"★ {name}", vector.tolist(), first=True)
-        self.sample_list.setCurrentRow(0)
-        self.controls.set_status(f"Loaded {len(names)} sample{'s' if len(names) > 1 else ''} from {Path(path).name}.")
-        return len(names)
+            return None
+        if self.sample_job is not None and not self.sample_job.is_done:
+            self.sample_job.cancel()
+        self.loaded_samples = 0
+        job = self.ctx.pool.submit(som_data.load_samples, path, self.viewer.dim, self.about,
+                                   name=f"Read {Path(path).name}", interactive=True)
+        self.sample_job = job
+        dim = self.viewer.dim
+
+        def done(result) -> None:
+            if job is not self.sample_job or self.viewer is None or self.viewer.dim != dim:
+                return  # superseded, or the map changed meanwhile
+            x, names = result
+            for vector, name in reversed(list(zip(x, names))):
+                self._add_sample_item(f"★ {name}", vector.tolist(), first=True)
+            self.sample_list.setCurrentRow(0)
+            self.loaded_samples = len(names)
+            self.controls.set_status(f"Loaded {len(names)} sample{'s' if len(names) > 1 else ''} "
+                                     f"from {Path(path).name}.")
+
+        job.finished.connect(done)
+        job.failed.connect(lambda message: job is self.sample_job and self.controls.set_status(
+            f"Could not load a sample: {message}", error=True))
+        return job
 
     def save_map(self, path: str | None = None) -> str | None:
         """Save the map being shown (the history slider picks which moment)."""

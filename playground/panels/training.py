@@ -9,53 +9,28 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGraphicsItem,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
-from scipy.signal import lfilter  # imported up front: its first import takes ~0.2 s
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QMessageBox, QPushButton, QSlider, QSpinBox,
+                               QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from ..ml.training import runs as runstore
 from ..ml.training.data import DATASETS, IMAGE_FOLDER
 from ..ml.training.models import MODELS
-from ..ml.training.trainer import (
-    OPTIMIZERS,
-    SCHEDULES,
-    Diverged,
-    EpochPictures,
-    EpochPoint,
-    RunStarted,
-    StepPoint,
-    TrainConfig,
-    train,
-)
+from ..ml.training.trainer import (OPTIMIZERS, SCHEDULES, Diverged, EpochPictures, EpochPoint, RunStarted,
+                                   StepPoint, TrainConfig, train)
+from ..jobs import JobState
+from ..learn.training import training_sheet
 from ..widgets.forms import JobControls, compact_form
-from ..widgets.pictures import ConfusionView, FilterGrid, PaintMeter, SampleGrid, metered
+from ..widgets.pictures import ConfusionView, FilterGrid, SampleGrid
+from ..widgets.plots import (CurveSpec, MeteredGraphics, MeteredRedraw, RunCurves, StickyViewBox,  # noqa: F401
+                             ema, live_plot)
+from .base import JobRunner, Panel
 
 #: Which models fit each built-in data set before it is loaded (sequences vs images).
 SEQUENCE_DATASETS = {"mnist1d"}
@@ -69,185 +44,35 @@ MODEL_DEFAULTS = {
 }
 
 
-def ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """TensorBoard's smoothing: a debiased exponential moving average (weight 0 = raw)."""
-    if weight <= 0 or len(values) == 0:
-        return values
-    finite = np.where(np.isfinite(values), values, 0.0)
-    smoothed = lfilter([1 - weight], [1, -weight], finite)
-    debias = 1 - weight ** np.arange(1, len(values) + 1)
-    return smoothed / debias
+@dataclass
+class TrainingSettings:
+    """What the Training tab remembers between launches (the kit saves it as JSON)."""
+
+    config: TrainConfig = field(default_factory=TrainConfig)
+    smoothing: int = 60
+    xaxis: str = "step"
+    log: bool = False
 
 
-class Series:
-    """A growable float64 column (amortised appends, views for drawing)."""
-
-    def __init__(self) -> None:
-        self._data = np.empty(256)
-        self.n = 0
-
-    def extend(self, values) -> None:
-        values = np.asarray(values, dtype=np.float64)
-        need = self.n + len(values)
-        if need > len(self._data):
-            grown = np.empty(max(need, 2 * len(self._data)))
-            grown[:self.n] = self._data[:self.n]
-            self._data = grown
-        self._data[self.n:need] = values
-        self.n = need
-
-    @property
-    def values(self) -> np.ndarray:
-        return self._data[:self.n]
+#: The curves of a run, in which plot, from which table.
+STEP_KEYS = ("step", "epoch", "time", "loss", "lr", "grad_norm")
+EPOCH_KEYS = ("step", "epoch", "time", "train_loss", "train_acc", "val_loss", "val_acc")
+CURVES = (
+    CurveSpec("loss_raw", "loss", "steps", "loss", style="faint"),
+    CurveSpec("loss", "loss", "steps", "loss", smoothed=True, legend="{name}"),
+    CurveSpec("val_loss", "val", "epochs", "val_loss", style="dash", symbol="o", legend="{name} · val loss"),
+    CurveSpec("val_acc", "acc", "epochs", "val_acc", symbol="o", legend="{name}"),
+    CurveSpec("train_acc", "acc", "epochs", "train_acc", style="dash"),
+    CurveSpec("lr", "lr", "steps", "lr", legend="{name}"),
+    CurveSpec("grad_norm", "grad", "steps", "grad_norm", legend="{name}"),
+)
+PLOTS = ("loss", "val", "acc", "lr", "grad")
 
 
-class MeteredGraphics(pg.GraphicsLayoutWidget):
-    """pyqtgraph's layout widget, with its painting time counted in :class:`PaintMeter`."""
-
-    paintEvent = metered(pg.GraphicsLayoutWidget.paintEvent)
-
-
-class StickyViewBox(pg.ViewBox):
-    """A ViewBox whose automatic range moves in jumps, not at every new point.
-
-    Auto-ranging to data that grows by a few points at a time changes the range at every
-    redraw, and each change makes the axes lay out their ticks and texts again (most of
-    the cost of a live plot's paint). Here the automatic range keeps what it has while the
-    data still fits and fills at least 1/LOOSEST of it; when it must move, it leaves room
-    ahead (HEADROOM of the span), so growing curves re-range only now and then. A range
-    the user sets (zoom, pan) is theirs, as in pyqtgraph.
-    """
-
-    HEADROOM = 0.25
-    LOOSEST = 1.6
-
-    #: Where the x data will end (a live run's last step or epoch), when known: the x axis
-    #: then spans it from the start and does not move at all.
-    x_end: float | None = None
-
-    _fit_next = False  # the user asked for auto-range ('A' button, menu): fit exactly once
-
-    def enableAutoRange(self, axis=None, enable=True, x=None, y=None):  # noqa: N802 - pyqtgraph API
-        # (setRange also calls this, to turn auto-range *off*: that is not a request to fit)
-        if x not in (None, False) or y not in (None, False) or (x is None and y is None and enable):
-            self._fit_next = True
-        return super().enableAutoRange(axis, enable, x, y)
-
-    def fit_now(self) -> None:
-        """Fit the data exactly, once, on the axes where auto-range is on (a live run ended)."""
-        if any(self.state["autoRange"]):
-            self._fit_next = True
-            self.updateAutoRange()
-
-    def setRange(self, rect=None, xRange=None, yRange=None, *args, **kwargs):  # noqa: N802 - pyqtgraph API
-        if self._updatingRange and rect is None and self._fit_next:
-            self._fit_next = False  # a plain fit, as pyqtgraph would
-        elif self._updatingRange and rect is None:  # called by updateAutoRange
-            current = self.viewRange()
-            log_x = self.state["logMode"][0]
-            pan_x, pan_y = self.state["autoPan"]
-            if pan_x or pan_y:  # "Auto pan only": pyqtgraph's own behaviour
-                return super().setRange(rect, xRange, yRange, *args, **kwargs)
-            if xRange is not None and self.x_end is not None and not log_x and xRange[1] <= self.x_end * 1.03:
-                end, lo = self.x_end * 1.03, float(xRange[0])
-                keep = current[0][1] == end and lo - 0.06 * end <= current[0][0] <= lo
-                xRange = None if keep else (lo - 0.03 * end, end)
-            else:
-                xRange = self._sticky(current[0], xRange, grow_down=False)
-            yRange = self._sticky(current[1], yRange, grow_down=True)
-            if xRange is None and yRange is None:
-                return
-        return super().setRange(rect, xRange, yRange, *args, **kwargs)
-
-    def _sticky(self, current, wanted, grow_down: bool):
-        if wanted is None:
-            return None
-        lo, hi = float(wanted[0]), float(wanted[1])
-        span = hi - lo
-        c_lo, c_hi = current
-        slack = 0.015 * span  # pyqtgraph pads the data by ~2%: a little less padding is fine
-        if span > 0 and c_lo <= lo + slack and hi - slack <= c_hi and (c_hi - c_lo) <= span * self.LOOSEST:
-            return None  # still fits, not too loose: keep the axes as they are
-        room = span * self.HEADROOM
-        return (lo - room if grow_down else lo, hi + room)
-
-
-class RunCurves:
-    """One run's data and its curves in every plot."""
-
-    STEP_KEYS = ("step", "epoch", "time", "loss", "lr", "grad_norm")
-    EPOCH_KEYS = ("step", "epoch", "time", "train_loss", "train_acc", "val_loss", "val_acc")
-
-    def __init__(self, run_id: str, name: str, color, plots: dict[str, pg.PlotItem]) -> None:
-        self.run_id, self.name, self.color = run_id, name, color
-        self.status = runstore.RUNNING
-        self.steps = {k: Series() for k in self.STEP_KEYS}
-        self.epochs = {k: Series() for k in self.EPOCH_KEYS}
-        pen = pg.mkPen(color, width=1.6)
-        dash = pg.mkPen(color, width=1.6, style=Qt.PenStyle.DashLine)
-        raw_color = pg.mkColor(color)
-        raw_color.setAlpha(60)
-
-        def curve(plot: str, pen, symbol=None, name=None):
-            return plots[plot].plot([], [], pen=pen, symbol=symbol, symbolSize=5, symbolBrush=color,
-                                    symbolPen=None, name=name, skipFiniteCheck=True,
-                                    autoDownsample=True, clipToView=True, downsampleMethod="peak")
-
-        self.items = {
-            "loss_raw": curve("loss", pg.mkPen(raw_color, width=1)),
-            "loss": curve("loss", pen, name=name),
-            "val_loss": curve("val", dash, "o", name=f"{name} · val loss"),
-            "val_acc": curve("acc", pen, "o", name=name),
-            "train_acc": curve("acc", dash, None),
-            "lr": curve("lr", pen, name=name),
-            "grad_norm": curve("grad", pen, name=name),
-        }
-
-    def add_steps(self, points: list[dict]) -> None:
-        for k in self.STEP_KEYS:
-            self.steps[k].extend([p[k] for p in points])
-
-    def add_epochs(self, points: list[dict]) -> None:
-        for k in self.EPOCH_KEYS:
-            self.epochs[k].extend([p[k] for p in points])
-
-    def add_columns(self, steps: dict[str, np.ndarray], epochs: dict[str, np.ndarray]) -> None:
-        """A stored run's metrics, as :meth:`RunStore.metric_columns` gives them."""
-        for table, keys, columns in ((self.steps, self.STEP_KEYS, steps), (self.epochs, self.EPOCH_KEYS, epochs)):
-            n = max((len(v) for v in columns.values()), default=0)
-            for k in keys:
-                table[k].extend(columns.get(k, np.full(n, np.nan)))
-
-    #: The curves drawn in each plot (a live refresh redraws one plot at a time).
-    PLOT_ITEMS = {"loss": ("loss_raw", "loss"), "val": ("val_loss",), "acc": ("val_acc", "train_acc"),
-                  "lr": ("lr",), "grad": ("grad_norm",)}
-
-    def redraw(self, xkey: str, smoothing: float, plot: str | None = None) -> None:
-        """Give the curves their data (every plot's, or only ``plot``'s)."""
-        names = self.PLOT_ITEMS[plot] if plot else [n for group in self.PLOT_ITEMS.values() for n in group]
-        xs, xe = self.steps[xkey].values, self.epochs[xkey].values
-        for name in names:
-            if name == "loss_raw":
-                self.items[name].setData(xs, self.steps["loss"].values)
-            elif name == "loss":
-                self.items[name].setData(xs, ema(self.steps["loss"].values, smoothing))
-            elif name in self.steps:
-                self.items[name].setData(xs, self.steps[name].values)
-            else:
-                self.items[name].setData(xe, self.epochs[name].values)
-
-    def set_visible(self, visible: bool) -> None:
-        for item in self.items.values():
-            item.setVisible(visible)
-
-    def remove(self, plots: dict[str, pg.PlotItem]) -> None:
-        for item in self.items.values():
-            for plot in plots.values():
-                if item in plot.listDataItems():
-                    plot.removeItem(item)
-
-
-class TrainingPanel(QWidget):
+class TrainingPanel(Panel):
+    title = "&Training"
+    settings_key = "training"
+    Settings = TrainingSettings
     COLUMNS = ["", "Name", "Data set", "Model", "Best val acc", "Status"]
     #: While a run is live, points are stored as they arrive and drawn by a timer, at most
     #: every REDRAW_MS and less often when drawing is slow: the GUI thread shares the GIL
@@ -259,10 +84,8 @@ class TrainingPanel(QWidget):
     DRAW_DUTY = 0.01
 
     def __init__(self, ctx) -> None:
-        super().__init__()
-        self.ctx = ctx
+        super().__init__(ctx)
         self.store = runstore.RunStore()
-        self.job = None
         self.current: RunCurves | None = None
         self.curves: dict[str, RunCurves] = {}
         self.classes: list[str] = []
@@ -271,23 +94,23 @@ class TrainingPanel(QWidget):
         self._dirty = False
         self._pending_pictures: EpochPictures | None = None
         self._pending_status = ""
-        self._paint_mark = PaintMeter.total
-        self._refresh_cost = 0.0
-        self._plot_order = list(RunCurves.PLOT_ITEMS)
+        self._learn_values: dict = {}
+        self._saved_config = TrainConfig()
+        self._plot_order = list(PLOTS)
         self._plot_turn = 0
         self._pictures_drawn_last = False
-        self.redraw_timer = QTimer(self, interval=self.REDRAW_MS)
-        self.redraw_timer.timeout.connect(self._refresh)
+        # Each tick draws one of the plots, so the interval limits are per plot.
+        n = len(self._plot_order)
+        self.redraw = MeteredRedraw(self._tick, min_ms=self.REDRAW_MS // n, max_ms=self.MAX_REDRAW_MS // n,
+                                    duty=self.DRAW_DUTY, keep_going=lambda: self.running, parent=self)
+        self.redraw_timer = self.redraw.timer
         self._build()
-        self.load_settings()
         self.refresh_runs()
-        self._update_buttons()
 
     # -- layout --------------------------------------------------------------------------
     def _build(self) -> None:
         root = QHBoxLayout(self)
         split = QSplitter(Qt.Orientation.Horizontal)
-        root.addWidget(split)
         split.addWidget(self._build_form())
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self._build_plots())
@@ -300,6 +123,7 @@ class TrainingPanel(QWidget):
         split.addWidget(right)
         split.setSizes([300, 980])
         split.setStretchFactor(1, 1)
+        root.addWidget(self.with_learn(split, self._sheet()))
 
     def _build_form(self) -> QWidget:
         form_box = QWidget()
@@ -354,11 +178,14 @@ class TrainingPanel(QWidget):
         self.controls = JobControls(self, form, start_text="Start", start_tip="Start a run",
                                     stop_tip="Stop the run; what it learned so far is kept",
                                     start=self.start, stop=self.stop, pause=self.toggle_pause)
+        self.runner = JobRunner(self.ctx, self.controls, failure_prefix="The run failed", parent=self)
         c = self.controls
         self.form_error, self.progress, self.status = c.form_error, c.progress, c.status
         self.start_button, self.pause_button, self.stop_button = c.start_button, c.pause_button, c.stop_button
         self.dataset.currentIndexChanged.connect(self._on_dataset_changed)
         self.model.currentIndexChanged.connect(self._on_model_changed)
+        self.optimizer.currentIndexChanged.connect(self._on_learn_choice)
+        self.schedule.currentIndexChanged.connect(self._on_learn_choice)
         self._on_dataset_changed()
         self.set_config(TrainConfig())  # the defaults, until the saved settings are loaded
 
@@ -386,26 +213,16 @@ class TrainingPanel(QWidget):
         controls.addStretch(1)
         layout.addLayout(controls)
 
-        pg.setConfigOptions(antialias=False, background="w", foreground="k")
         self.graphics = MeteredGraphics()
         layout.addWidget(self.graphics)
         g = self.graphics
         self.plots = {
-            "loss": g.addPlot(row=0, col=0, title="Training loss", viewBox=StickyViewBox()),
-            "val": g.addPlot(row=0, col=1, title="Validation loss", viewBox=StickyViewBox()),
-            "acc": g.addPlot(row=0, col=2, title="Accuracy (val ●, train - -)", viewBox=StickyViewBox()),
-            "lr": g.addPlot(row=1, col=0, title="Learning rate", viewBox=StickyViewBox()),
-            "grad": g.addPlot(row=1, col=1, title="Gradient norm", viewBox=StickyViewBox()),
+            "loss": live_plot(g, 0, 0, "Training loss"),
+            "val": live_plot(g, 0, 1, "Validation loss"),
+            "acc": live_plot(g, 0, 2, "Accuracy (val ●, train - -)"),
+            "lr": live_plot(g, 1, 0, "Learning rate"),
+            "grad": live_plot(g, 1, 1, "Gradient norm"),
         }
-        for plot in self.plots.values():
-            plot.showGrid(x=False, y=True, alpha=0.2)
-            # A fixed axis width: otherwise new tick labels resize the plots, and every
-            # resize repaints all of them.
-            plot.getAxis("left").setWidth(52)
-            # Axes (with their grid lines) are kept as pixmaps between range changes: a
-            # repaint of the plot then copies them instead of drawing every label again.
-            for side in ("left", "bottom"):
-                plot.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.plots["loss"].addLegend(offset=(-10, 10))
         self.plots["acc"].setYRange(0, 1, padding=0.02)
         self.smoothing.valueChanged.connect(self._on_smoothing)
@@ -527,41 +344,41 @@ class TrainingPanel(QWidget):
         self.seed.setValue(cfg.seed)
         self.folder.setText(cfg.folder)
 
-    # -- settings --------------------------------------------------------------------------
-    def save_settings(self) -> None:
+    # -- settings (saved and restored by the kit) -------------------------------------------
+    def settings_state(self) -> TrainingSettings:
         cfg, _ = self.config()
-        s = self.ctx.settings
         if cfg is not None:
-            for key, value in cfg.to_dict().items():
-                if key not in ("device", "name"):
-                    s.setValue(f"training/{key}", value)
-        s.setValue("training/smoothing", self.smoothing.value())
-        s.setValue("training/xaxis", self.xaxis.currentData())
-        s.setValue("training/log", self.logscale.isChecked())
+            self._saved_config = replace(cfg, device="cpu", name="")  # the device follows the Device menu
+        return TrainingSettings(self._saved_config, self.smoothing.value(), self.xaxis.currentData(),
+                                self.logscale.isChecked())
 
-    def load_settings(self) -> None:
-        s = self.ctx.settings
-        d = TrainConfig().to_dict()
-        values = {}
-        for key, default in d.items():
-            raw = s.value(f"training/{key}", None)
-            if raw is None:
-                continue
-            try:
-                values[key] = type(default)(raw) if not isinstance(default, bool) else raw in (True, "true")
-            except (TypeError, ValueError):
-                pass
-        if values:
-            cfg = TrainConfig.from_dict({**d, **values})
-            if not cfg.validate() or set(cfg.validate()) <= {"folder"}:
-                self.set_config(cfg)
-        self.smoothing.setValue(int(s.value("training/smoothing", 60)))
-        self.xaxis.setCurrentIndex(max(0, self.xaxis.findData(s.value("training/xaxis", "step"))))
-        self.logscale.setChecked(s.value("training/log", False) in (True, "true"))
+    def apply_settings(self, state: TrainingSettings) -> None:
+        self._saved_config = state.config
+        self.set_config(state.config)
+        self.smoothing.setValue(state.smoothing)
+        self.xaxis.setCurrentIndex(max(0, self.xaxis.findData(state.xaxis)))
+        self.logscale.setChecked(state.log)
+
+    # -- the Learn panel ------------------------------------------------------------------------
+    def _sheet(self):
+        return training_sheet(self.optimizer.currentData() or "adam", self.schedule.currentData() or "constant")
+
+    def _on_learn_choice(self) -> None:
+        if self.learn is not None and not self.running:
+            self.learn.set_sheet(self._sheet())
+            self.update_learn(self._learn_values)
 
     # -- running -----------------------------------------------------------------------------
+    @property
+    def job(self):
+        return self.runner.job
+
+    @property
+    def running(self) -> bool:
+        return self.runner.running
+
     def start(self) -> None:
-        if self.job is not None and not self.job.is_done:
+        if self.running:
             return
         cfg, problems = self.config()
         if cfg is None:
@@ -572,52 +389,19 @@ class TrainingPanel(QWidget):
         # The run's curves (and legend entry) are made now, on the click, not while it trains.
         self.current = self._new_curves(f"pending-{self._color_index}",
                                         cfg.name or f"{MODELS[cfg.model]} · {cfg.dataset}")
-        self.progress.setValue(0)
-        self.controls.set_status("")
+        if self.learn is not None:
+            self.learn.set_sheet(self._sheet())
+        self._learn_values = {"lr0": cfg.lr, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum}
+        self.runner.start(train, cfg, self.store, name=f"Train {MODELS[cfg.model]}", device=cfg.device,
+                          delivery_ms=self.DELIVERY_MS, on_results=self._on_results, on_ended=self._on_ended)
         self.status.setText(f"Starting {MODELS[cfg.model]} on {DATASETS[cfg.dataset]}…")
-        self.job = self.ctx.pool.submit(train, cfg, self.store, name=f"Train {MODELS[cfg.model]}",
-                                        device=cfg.device, delivery_ms=self.DELIVERY_MS)
-        self.job.results.connect(self._on_results)
-        self.job.progress.connect(self._on_progress)
-        self.job.failed.connect(self._on_failed)
-        self.job.ended.connect(self._on_ended)
-        self.job.stateChanged.connect(lambda _s: self._update_buttons())
         self._started_at = time.monotonic()
-        self._update_buttons()
 
     def toggle_pause(self) -> None:
-        if self.job is None or self.job.is_done:
-            return
-        if self.job.state == "paused":
-            self.job.resume()
-            self.status.setText("Resumed")
-        else:
-            self.job.pause()
-            if self.job.state == "paused":
-                self.status.setText("Paused")
-        self._update_buttons()
+        self.runner.toggle_pause()
 
     def stop(self) -> None:
-        if self.job is not None and not self.job.is_done:
-            self.job.cancel()
-            self.status.setText("Stopping…")
-
-    @property
-    def running(self) -> bool:
-        return self.job is not None and not self.job.is_done
-
-    def _update_buttons(self) -> None:
-        running = self.running
-        self.start_button.setEnabled(not running)
-        self.pause_button.setEnabled(running)
-        self.stop_button.setEnabled(running)
-        self.pause_button.setText("Resume" if running and self.job.state == "paused" else "Pause")
-
-    def _on_progress(self, fraction: float, text: str) -> None:
-        if fraction >= 0:
-            self.progress.setValue(int(fraction * 1000))
-        if text and (self.job is None or self.job.state != "paused"):
-            self.status.setText(text)
+        self.runner.stop()
 
     def _on_results(self, items: list) -> None:
         steps, epochs = [], []
@@ -641,56 +425,55 @@ class TrainingPanel(QWidget):
                 self.ctx.show_message(item.message, 15000)
         self._flush(steps, epochs)
         self._dirty = True
-        if not self.redraw_timer.isActive():
-            self.redraw_timer.start()
+        self.redraw.poke()
 
     def _flush(self, steps: list[dict], epochs: list[dict]) -> None:
         if self.current is None or not (steps or epochs):
             return
         if steps:
             self.current.add_steps(steps)
+            last = steps[-1]
+            self._learn_values.update(loss=last["loss"], lr=last["lr"], step=last["step"],
+                                      total_steps=self.total_steps)
         if epochs:
             self.current.add_epochs(epochs)
             last = epochs[-1]
+            self._learn_values.update(val_loss=last["val_loss"], train_loss=last["train_loss"], epoch=last["epoch"])
             self._pending_status = (f"Epoch {last['epoch']}: val acc {last['val_acc']:.1%}, "
                                     f"val loss {last['val_loss']:.4f}")
 
-    def _refresh(self) -> None:
-        """Draw what arrived since the last refresh: curves, progress, status, pictures."""
-        # What the last refresh cost: its own Python time plus the paints that followed it.
-        spent = self._refresh_cost + (PaintMeter.total - self._paint_mark)
-        t0 = time.perf_counter()
+    def _tick(self) -> bool:
+        """Draw a little of what arrived: one plot, or the epoch's pictures. True while more is waiting."""
         if self._pending_pictures is not None and not self._pictures_drawn_last:
             # The epoch's pictures get a tick of their own (every other tick at most), so no
             # tick paints much and short epochs do not starve the plots.
             self._on_pictures(self._pending_pictures)
             self._pending_pictures = None
             self._pictures_drawn_last = True
-        elif self._dirty and self.current is not None:
-            # One plot per tick, in turn: a paint of one plot is short, so the event loop never
-            # waits long, whereas a paint of all five at once can take 50 ms on a slow machine.
-            self._pictures_drawn_last = False
-            plot = self._plot_order[self._plot_turn % len(self._plot_order)]
-            self._plot_turn += 1
-            self._dirty = self._plot_turn % len(self._plot_order) != 0
-            self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100, plot)
-            if plot == "lr":
-                self._fit_lr_axis()
-            if self.total_steps:
-                self.progress.setValue(int(1000 * self.current.steps["step"].n / self.total_steps))
-            if self._pending_status:
-                self.status.setText(self._pending_status)
-                self._pending_status = ""
-        else:
-            self._pictures_drawn_last = False
-            if not self.running:
-                self.redraw_timer.stop()
-        self._refresh_cost = time.perf_counter() - t0
-        self._paint_mark = PaintMeter.total
-        # Each tick draws one of the plots, so the limits are per plot.
-        n = len(self._plot_order)
-        interval_ms = spent / self.DRAW_DUTY * 1000
-        self.redraw_timer.setInterval(int(min(self.MAX_REDRAW_MS / n, max(self.REDRAW_MS / n, interval_ms))))
+            return True
+        self._pictures_drawn_last = False
+        if not (self._dirty and self.current is not None):
+            return self._pending_pictures is not None
+        # One plot per tick, in turn: a paint of one plot is short, so the event loop never
+        # waits long, whereas a paint of all five at once can take 50 ms on a slow machine.
+        plot = self._plot_order[self._plot_turn % len(self._plot_order)]
+        self._plot_turn += 1
+        self._dirty = self._plot_turn % len(self._plot_order) != 0
+        self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100, plot)
+        if plot == "lr":
+            self._fit_lr_axis()
+        if self.total_steps:
+            self.progress.setValue(int(1000 * self.current.steps["step"].n / self.total_steps))
+        if self._pending_status:
+            self.status.setText(self._pending_status)
+            self._pending_status = ""
+        if plot == "loss":
+            self.update_learn(self._learn_values)
+        return True
+
+    def _refresh(self) -> None:
+        """Draw what is waiting now (one tick of the metered redraw)."""
+        self.redraw.run_once()
 
     def _fit_lr_axis(self) -> None:
         """Start the learning-rate axis at 0 (a constant rate would otherwise float in mid-air)."""
@@ -718,7 +501,8 @@ class TrainingPanel(QWidget):
             self.curves.pop(run_id).remove(self.plots)
         color = pg.intColor(self._color_index, hues=9, values=1, maxValue=220)
         self._color_index += 1
-        curves = RunCurves(run_id, name, color, self.plots)
+        curves = RunCurves(run_id, name, color, self.plots, CURVES, STEP_KEYS, EPOCH_KEYS)
+        curves.status = runstore.RUNNING
         self.curves[run_id] = curves
         return curves
 
@@ -733,10 +517,7 @@ class TrainingPanel(QWidget):
             self.curves.pop(self.current.run_id).remove(self.plots)
             self.current = None
 
-    def _on_failed(self, message: str) -> None:
-        self.controls.set_status(f"The run failed: {message}", error=True)
-
-    def _on_ended(self, state: str) -> None:
+    def _on_ended(self, state: JobState) -> None:
         self._drop_empty_current()
         if self.current is not None:
             self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
@@ -747,15 +528,15 @@ class TrainingPanel(QWidget):
             self._pending_pictures = None
         self._dirty = True
         self._refresh()
-        if state == "finished" and self.job is not None and self.job.value is not None:
+        self.update_learn(self._learn_values)
+        if state == JobState.FINISHED and self.job is not None and self.job.value is not None:
             result = self.job.value
             if result.status == runstore.FINISHED:
                 best = f"{result.best_val_acc:.1%}" if result.best_val_acc is not None else "n/a"
                 self.status.setText(f"Finished: best validation accuracy {best} in {result.seconds:.1f} s")
                 self.progress.setValue(1000)
-        elif state == "cancelled":
+        elif state == JobState.CANCELLED:
             self.status.setText("Stopped. What the run learned so far is kept in the runs table.")
-        self._update_buttons()
         if self.current is not None and not self.current.run_id.startswith("unsaved-"):
             self._update_run_row(self.current.run_id)
 
@@ -874,10 +655,10 @@ class TrainingPanel(QWidget):
         curves = self._new_curves(run_id, self.store.info(run_id).name)
         job = self.ctx.pool.submit(self.store.metric_columns, run_id, name=f"Open run {curves.name}")
 
-        def loaded(state: str) -> None:
+        def loaded(state: JobState) -> None:
             if self.curves.get(run_id) is not curves:
                 return  # removed or replaced meanwhile
-            if state == "finished":
+            if state == JobState.FINISHED:
                 curves.add_columns(*job.value)
                 curves.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)
                 self._fit_lr_axis()
@@ -927,7 +708,7 @@ class TrainingPanel(QWidget):
         if not path:
             return None
         job = self.ctx.pool.submit(self.store.export_csv, ids, path, name="Export runs")
-        job.ended.connect(lambda state: state == "finished" and self.ctx.show_message(
+        job.ended.connect(lambda state: state == JobState.FINISHED and self.ctx.show_message(
             f"Exported {len(ids)} run(s) to {path}"))
         job.failed.connect(lambda message: self.controls.set_status(f"Could not export: {message}", error=True))
         return job

@@ -1,14 +1,14 @@
 """A main window with its own settings file, for the panel tests."""
 
 import pytest
-from PySide6.QtCore import QSettings
 
 from playground.app import AppContext, MainWindow
+from playground.settings import Settings
 
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings = Settings(tmp_path / "settings.json")
     win = MainWindow(AppContext(settings))
     qtbot.addWidget(win)
     win.show()

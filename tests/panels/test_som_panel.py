@@ -7,6 +7,15 @@ from PySide6.QtCore import Qt
 from playground.panels.som import VIEWS, SOMPanel
 
 
+def load_sample(qtbot, panel, path: str) -> int:
+    """Load samples as the button does (in a job) and wait: how many were added."""
+    job = panel.load_sample(path)
+    if job is None:
+        return 0
+    qtbot.waitUntil(lambda: job.is_done, timeout=10000)
+    return panel.loaded_samples
+
+
 @pytest.fixture
 def panel(window):
     window.tabs.setCurrentWidget(window.panel(SOMPanel))
@@ -94,7 +103,7 @@ def test_a_loaded_sample_lights_up_its_unit(qtbot, panel, tmp_path):
     raw = load_iris().data
     path = tmp_path / "two.txt"
     path.write_text(" ".join(str(float(v)) for v in raw[120]) + "\n" + " ".join(str(float(v)) for v in raw[5]) + "\n")
-    assert panel.load_sample(str(path)) == 2
+    assert load_sample(qtbot, panel, str(path)) == 2
     assert panel.sample_list.count() == rows + 2
     assert panel.sample_list.currentRow() == 0 and panel.sample_list.item(0).text().startswith("★")
     # The same flower, loaded in its original units, lands where the standardised sample does.
@@ -108,7 +117,7 @@ def test_a_loaded_sample_lights_up_its_unit(qtbot, panel, tmp_path):
     # A wrong file is a message, not a crash, and the list stays as it was.
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2\n")
-    assert panel.load_sample(str(bad)) == 0
+    assert load_sample(qtbot, panel, str(bad)) == 0
     assert "exactly 4 numbers" in panel.controls.status.text()
     assert panel.sample_list.count() == rows + 2
 
@@ -156,7 +165,7 @@ def test_saved_map_reopens_as_images_and_bad_saves_are_messages(qtbot, panel, tm
 
     pic = tmp_path / "seven.png"
     Image.fromarray((np.eye(40)[::-1] * 255).astype(np.uint8)).save(pic)
-    assert panel.load_sample(str(pic)) == 1
+    assert load_sample(qtbot, panel, str(pic)) == 1
     panel._on_hover(10**6)  # a node that does not exist: ignored
     panel._on_hover(-1)
 
@@ -171,7 +180,7 @@ def test_samples_loaded_into_an_opened_map_are_standardised_like_its_data(qtbot,
     raw = load_iris().data
     rows = tmp_path / "rows.txt"
     rows.write_text("".join(" ".join(str(float(v)) for v in raw[k]) + "\n" for k in (120, 5, 60)))
-    assert panel.load_sample(str(rows)) == 3
+    assert load_sample(qtbot, panel, str(rows)) == 3
     got = []
     for r in range(3):
         panel.sample_list.setCurrentRow(r)

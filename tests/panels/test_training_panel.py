@@ -4,10 +4,12 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QTableWidgetSelectionRange
 
 from playground.app import AppContext, MainWindow
+from playground.devices import available_devices, device_label
+from playground.settings import Settings
 from playground.panels.training import TrainingPanel, ema
 
 
@@ -23,7 +25,9 @@ def test_window_has_tabs_menus_and_status_bar(window):
     assert window.tabs.tabText(0).replace("&", "") == "Training"
     menus = [a.text().replace("&", "") for a in window.menuBar().actions()]
     assert {"File", "View", "Device", "Help"} <= set(menus)
-    assert "CPU" in window.device_label.text()
+    # The device this machine has (CUDA, MPS or the CPU), not an assumption about it.
+    assert window.device_label.text() == f"Device: {device_label(window.ctx.device)}"
+    assert window.ctx.device in [d.key for d in available_devices()]
     assert "RAM" in window.memory_label.text()
 
 
@@ -136,7 +140,7 @@ def test_runs_table_reopen_compare_and_delete(qtbot, window):
     stored = panel.store.metric_columns(ids[0])[0]
     np.testing.assert_allclose(panel.curves[ids[0]].steps["loss"].values, stored["loss"])
     assert panel.curves[ids[0]].epochs["val_acc"].n == 1
-    out = str(window.ctx.settings.fileName()) + ".csv"
+    out = str(window.ctx.settings.file_name()) + ".csv"
     job = panel.export_selected(out)
     qtbot.waitUntil(lambda: job.is_done, timeout=10000)
     assert job.state == "finished"
@@ -196,7 +200,7 @@ def test_a_run_that_cannot_be_read_leaves_no_empty_curves(qtbot, window, monkeyp
 
 
 def test_settings_are_remembered(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    settings = Settings(tmp_path / "s.json")
     win = MainWindow(AppContext(settings))
     qtbot.addWidget(win)
     panel = panel_of(win)
@@ -204,7 +208,7 @@ def test_settings_are_remembered(qtbot, tmp_path):
     choose(panel.model, "cnn1d")
     panel.batch_size.setValue(100)
     win.close()
-    win2 = MainWindow(AppContext(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    win2 = MainWindow(AppContext(Settings(tmp_path / "s.json")))
     qtbot.addWidget(win2)
     p2 = panel_of(win2)
     assert p2.dataset.currentData() == "mnist1d"
@@ -214,7 +218,7 @@ def test_settings_are_remembered(qtbot, tmp_path):
 
 
 def test_closing_the_window_while_training_stops_everything(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "c.ini"), QSettings.Format.IniFormat)
+    settings = Settings(tmp_path / "c.json")
     win = MainWindow(AppContext(settings))
     qtbot.addWidget(win)
     win.show()

@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import os
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import UserError
+from ...errors import BadFileError, UserError
 from ...paths import data_dir
 from ...progress import Progress
+from ..checkpoints import NUMPY_ARRAYS, restricted_load
+from ..download import cached_download
+from ..download import download as download  # re-exported: it used to live here
 
 OFFLINE_DATASETS = {"digits": "Digits 8x8 (scikit-learn)", "mnist1d": "MNIST-1D"}
 DOWNLOADABLE_DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -170,35 +170,6 @@ def _download_table(name: str) -> tuple[list[str], list[tuple[str, str]]]:
     raise UserError(f"Unknown data set {name!r}")
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def download(url: str, dest: Path, timeout: float = 20.0,
-             report: Callable[[int, int], None] | None = None) -> Generator[Progress, None, Path]:
-    """Download ``url`` to ``dest`` (atomically, via a .part file), yielding progress."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0)
-        done = 0
-        while True:
-            chunk = response.read(1 << 16)
-            if not chunk:
-                break
-            out.write(chunk)
-            done += len(chunk)
-            yield Progress(done / total if total else None,
-                           f"Downloading {dest.name}: {done / 2**20:.1f}"
-                           + (f" of {total / 2**20:.1f} MB" if total else " MB"))
-    part.replace(dest)
-    return dest
-
-
 def fetch_files(name: str, root: Path) -> Generator[Progress, None, Path]:
     """Make sure every file of a downloadable set is in ``root`` (checked by md5)."""
     mirrors, files = _download_table(name)
@@ -206,26 +177,9 @@ def fetch_files(name: str, root: Path) -> Generator[Progress, None, Path]:
         mirrors = [os.environ[MIRROR_ENV].rstrip("/") + "/"]
     root.mkdir(parents=True, exist_ok=True)
     for fname, md5 in files:
-        target = root / fname
-        if target.exists() and _md5(target) == md5:
-            continue
-        errors = []
-        for base in mirrors:
-            try:
-                yield from download(base + fname, target)
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                errors.append(f"{base}: {getattr(exc, 'reason', exc)}")
-                continue
-            if _md5(target) != md5:
-                target.unlink(missing_ok=True)
-                errors.append(f"{base}: the file's checksum is wrong")
-                continue
-            break
-        else:
-            raise UserError(
-                f"Could not download {DATASETS[name]} ({fname}). Are you offline? "
-                f"The digits and MNIST-1D data sets work without a network.\n"
-                + "\n".join(errors[:3]))
+        yield from cached_download([base + fname for base in mirrors], root / fname, md5=md5,
+                                   what=f"{DATASETS[name]} ({fname})",
+                                   hint="The digits and MNIST-1D data sets work without a network.")
     return root
 
 
@@ -262,41 +216,57 @@ def _load_mnist_like(name: str, root: Path) -> Generator[Progress, None, DataBun
                    "official test split as validation")
 
 
-def _load_cifar10(root: Path) -> Generator[Progress, None, DataBundle]:
-    import pickle  # noqa: S403 - only through the restricted unpickler below
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch file: (images (N, 3, 32, 32) uint8, labels (N,)).
 
+    The batches are Python pickles of a dict of numpy arrays, read through
+    :func:`~playground.ml.checkpoints.restricted_load` with only what rebuilds numpy
+    arrays allowed, so a doctored batch cannot run code.
+    """
+    d = restricted_load(path, NUMPY_ARRAYS, what=f"the CIFAR-10 batch {path.name}", encoding="latin1")
+    if not isinstance(d, dict) or "data" not in d or "labels" not in d:
+        raise BadFileError(f"The CIFAR-10 batch {path.name} does not hold 'data' and 'labels'.")
+    try:
+        x = np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(d["labels"], np.int64).reshape(-1)
+    except (ValueError, TypeError) as exc:
+        raise BadFileError(f"The CIFAR-10 batch {path.name} is damaged ({exc}).") from None
+    if len(x) != len(y):
+        raise BadFileError(f"The CIFAR-10 batch {path.name} has {len(x)} images but {len(y)} labels.")
+    return x, y
+
+
+def _load_cifar10(root: Path) -> Generator[Progress, None, DataBundle]:
     yield from fetch_files("cifar10", root)
     folder = root / "cifar-10-batches-py"
     if not (folder / "test_batch").exists():
         yield Progress(None, "Unpacking CIFAR-10")
         with tarfile.open(root / _download_table("cifar10")[1][0][0]) as tar:
             tar.extractall(root, filter="data")
-
-    class _Restricted(pickle.Unpickler):
-        # CIFAR batches are dicts of numpy arrays; allow only what rebuilds those.
-        allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                   ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                   ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-
-        def find_class(self, module, name):
-            if (module, name) not in self.allowed:
-                raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
-            return super().find_class(module, name)
-
-    def read(batch: str):
-        with open(folder / batch, "rb") as f:
-            d = _Restricted(f, encoding="latin1").load()
-        return np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d["labels"])
-
-    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    parts = []
+    for i in range(1, 6):
+        parts.append(read_cifar_batch(folder / f"data_batch_{i}"))
+        yield Progress(i / 6, f"Reading CIFAR-10 batch {i} / 5")
     tx, ty = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    vx, vy = read("test_batch")
+    vx, vy = read_cifar_batch(folder / "test_batch")
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     scale = np.float32(1 / 255)
     return _finish("cifar10", tx * scale, ty, vx * scale, vy, classes, "official test split as validation")
 
 
 # -- image folders -------------------------------------------------------------------------
+def _too_many_pixels(width: int, height: int) -> bool:
+    """Whether a picture is over PIL's decompression-bomb limit (read at call time).
+
+    PIL only warns between the limit and twice the limit and refuses above; a picture
+    that will be shrunk to a thumbnail has no need of either, so both are skipped.
+    """
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and width * height > limit
+
+
 def load_image_folder(path: str | Path, image_size: int = 32, val_fraction: float = 0.2,
                       seed: int = 0) -> Generator[Progress, None, DataBundle]:
     """Images in ``path/<class>/*.png``, resized to ``image_size`` squared."""
@@ -316,12 +286,14 @@ def load_image_folder(path: str | Path, image_size: int = 32, val_fraction: floa
     for k, (f, label) in enumerate(files):
         try:
             with Image.open(f) as im:
+                if _too_many_pixels(im.width, im.height):
+                    raise Image.DecompressionBombError(f"{f.name} is {im.width}x{im.height} pixels")
                 grey = grey and im.mode in ("L", "1", "I;16", "I")
                 im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
                 images.append(np.asarray(im, dtype=np.uint8))
                 labels.append(label)
-        except (UnidentifiedImageError, OSError):
-            skipped += 1
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+            skipped += 1  # unreadable, or too big to decode (possibly built to exhaust memory)
         if k % 50 == 0:
             yield Progress(k / len(files), f"Reading images {k}/{len(files)}")
     if len(images) < 2:

@@ -13,13 +13,20 @@ It returns a :class:`RunResult`. Closing the generator (a cancel) stops the run 
 next step; the weights so far are saved and the run is marked ``stopped``. When a
 :class:`~playground.ml.training.runs.RunStore` is given, every point is written as it
 comes.
+
+The last writing (weights and final status) is shielded from a second Ctrl-C or a SIGTERM
+when the run trains on the main thread (the command line): see :func:`signals_held`.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -212,6 +219,39 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: flo
             confusion.view(num_classes, num_classes).cpu().numpy(), pred.cpu().numpy())
 
 
+@contextmanager
+def signals_held(redeliver: bool = True) -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM for the duration of the block (main thread only; elsewhere a no-op).
+
+    A signal that arrives inside the block is recorded instead of interrupting it, so a
+    run's final files are written whole even when Ctrl-C is pressed twice. On leaving,
+    the held signals are sent again to the restored handlers, except a held SIGINT when
+    ``redeliver`` is False (the run is already stopping because of a Ctrl-C). Yields the
+    list of signals held so far.
+    """
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held  # only the main thread receives signals in Python; a worker has nothing to fear
+        return
+    wanted = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None]
+    previous = {s: signal.getsignal(s) for s in wanted}
+    previous = {s: h for s, h in previous.items() if h is not None}  # None: not ours to replace
+
+    def hold(signum, frame) -> None:
+        held.append(signum)
+
+    for s in previous:
+        signal.signal(s, hold)
+    try:
+        yield held
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):  # each kind of signal once, in the order they came
+            if redeliver or s != signal.SIGINT:
+                signal.raise_signal(s)
+
+
 def train(cfg: TrainConfig, store: runstore.RunStore | None = None,
           data: DataBundle | None = None, samples: int = 32) -> Generator[Any, None, RunResult]:
     """Train ``cfg`` to its end (or until closed), yielding progress and points."""
@@ -302,26 +342,34 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None = None,
         result.status = runstore.FINISHED
         return result
     finally:
-        # Runs on a normal end, a divergence, an error and a cancel (GeneratorExit) alike.
-        if result.status == runstore.RUNNING:
-            import sys
-
-            result.status = runstore.FAILED if sys.exc_info()[0] not in (None, GeneratorExit, KeyboardInterrupt) \
-                else runstore.STOPPED
-        result.seconds = time.perf_counter() - start
-        if writer:
-            writer.save_weights(model.state_dict())
-            writer.close(result.status, seconds=result.seconds, steps=result.steps)
+        # Runs on a normal end, a divergence, an error and a cancel (GeneratorExit, Ctrl-C) alike.
+        stopping = sys.exc_info()[0] in (GeneratorExit, KeyboardInterrupt)
+        with signals_held(redeliver=not stopping):
+            if result.status == runstore.RUNNING:
+                result.status = runstore.FAILED if sys.exc_info()[0] is not None and not stopping \
+                    else runstore.STOPPED
+            result.seconds = time.perf_counter() - start
+            if writer:
+                try:
+                    writer.save_weights(model.state_dict())
+                finally:  # weights that cannot be written still leave the run's status right
+                    writer.close(result.status, seconds=result.seconds, steps=result.steps)
 
 
 def run_to_end(cfg: TrainConfig, store: runstore.RunStore | None = None,
                data: DataBundle | None = None, on_item=None) -> RunResult:
-    """Drain :func:`train` (scripts, benchmarks, tests); ``on_item`` sees every yielded item."""
+    """Drain :func:`train` (scripts, benchmarks, tests); ``on_item`` sees every yielded item.
+
+    Whatever ends the loop (a Ctrl-C inside ``on_item`` too), the run is closed on disk
+    before this returns or raises."""
     gen = train(cfg, store, data)
-    while True:
-        try:
-            item = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_item is not None:
-            on_item(item)
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if on_item is not None:
+                on_item(item)
+    finally:
+        gen.close()  # a no-op when the run ended by itself; otherwise it is stopped and saved

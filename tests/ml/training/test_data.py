@@ -3,13 +3,19 @@
 import gzip
 import hashlib
 import http.server
+import io
+import os
+import pickle
+import struct
+import tarfile
 import threading
+import zlib
 from functools import partial
 
 import numpy as np
 import pytest
 
-from playground.errors import UserError
+from playground.errors import BadFileError, OfflineError, UserError
 from playground.ml.training import data as datamod
 from playground.progress import Progress
 
@@ -96,9 +102,103 @@ def test_corrupt_download_is_refused(fake_mnist_server, tmp_path):
 
 def test_offline_gives_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv(datamod.MIRROR_ENV, "http://127.0.0.1:9/")  # nothing listens on port 9
-    with pytest.raises(UserError, match="offline") as info:
+    with pytest.raises(OfflineError, match="offline") as info:
         datamod.load_dataset_now("fashion_mnist", root=tmp_path)
     assert "MNIST-1D" in str(info.value)
+    assert str(info.value).startswith("Could not download Fashion-MNIST (train-images-idx3-ubyte.gz). Are you offline?")
+
+
+def test_download_still_importable_from_data():
+    from playground.ml import download
+
+    assert datamod.download is download.download
+
+
+# -- CIFAR-10 through the restricted unpickler ---------------------------------------------
+def _serve(folder, monkeypatch):
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(datamod.MIRROR_ENV, f"http://127.0.0.1:{server.server_address[1]}/")
+    return server
+
+
+def _cifar_tar(batches: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in batches.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def _batch(n: int, first_label: int) -> bytes:
+    rng = np.random.default_rng(first_label)
+    # as the real batches: a dict with bytes keys, pickled by Python 2 (protocol 2)
+    return pickle.dumps({b"batch_label": b"test", b"labels": [(first_label + k) % 10 for k in range(n)],
+                         b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}, protocol=2)
+
+
+def _serve_cifar(tmp_path, monkeypatch, batches):
+    served = tmp_path / "served"
+    served.mkdir()
+    blob = _cifar_tar(batches)
+    (served / "cifar-10-python.tar.gz").write_bytes(blob)
+    table = [("cifar-10-python.tar.gz", hashlib.md5(blob).hexdigest())]
+    monkeypatch.setattr(datamod, "_download_table", lambda name: (["unused"], table))
+    return _serve(served, monkeypatch)
+
+
+def test_cifar10_is_downloaded_unpacked_and_read(tmp_path, monkeypatch):
+    batches = {f"data_batch_{i}": _batch(4, i) for i in range(1, 6)}
+    batches["test_batch"] = _batch(3, 0)
+    server = _serve_cifar(tmp_path, monkeypatch, batches)
+    try:
+        bundle = datamod.load_dataset_now("cifar10", root=tmp_path / "cache")
+    finally:
+        server.shutdown()
+    assert bundle.input_shape == (3, 32, 32) and len(bundle.train_x) == 20 and len(bundle.val_x) == 3
+    assert bundle.val_y.tolist() == [0, 1, 2] and bundle.train_y[:4].tolist() == [1, 2, 3, 4]
+    raw = pickle.loads(batches["data_batch_1"])[b"data"].reshape(-1, 3, 32, 32)
+    assert np.allclose(bundle.train_x[:4].numpy(), raw / 255)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_a_cifar_batch_that_runs_code_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / "marker"
+    evil = pickle.dumps({"data": _Payload(marker), "labels": []}, protocol=2)
+    pickle.loads(evil)
+    assert marker.exists()  # the payload is live ...
+    marker.unlink()
+    (tmp_path / "data_batch_1").write_bytes(evil)
+    with pytest.raises(BadFileError, match=r"CIFAR-10 batch data_batch_1: the safe loader refuses (posix|nt)\.system"):
+        datamod.read_cifar_batch(tmp_path / "data_batch_1")
+    # ... and refused the same way when it arrives inside the download
+    batches = {f"data_batch_{i}": _batch(2, i) for i in range(1, 6)}
+    batches["data_batch_3"] = evil
+    batches["test_batch"] = _batch(2, 0)
+    server = _serve_cifar(tmp_path, monkeypatch, batches)
+    try:
+        with pytest.raises(BadFileError, match="data_batch_3: the safe loader refuses"):
+            datamod.load_dataset_now("cifar10", root=tmp_path / "cache")
+    finally:
+        server.shutdown()
+    assert not marker.exists()
+
+
+def test_a_cifar_batch_without_data_is_refused(tmp_path):
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({"labels": [1]}, protocol=2))
+    with pytest.raises(BadFileError, match="does not hold 'data' and 'labels'"):
+        datamod.read_cifar_batch(tmp_path / "test_batch")
 
 
 def test_image_folder(tmp_path):
@@ -118,6 +218,35 @@ def test_image_folder(tmp_path):
     x = np.concatenate([bundle.train_x.numpy(), bundle.val_x.numpy()])
     y = np.concatenate([bundle.train_y.numpy(), bundle.val_y.numpy()])
     assert (x[y == 0, 0].mean() > x[y == 0, 2].mean()) and (x[y == 1, 2].mean() > x[y == 1, 0].mean())
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels (its pixel data is a few bytes)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_pictures_too_big_to_decode_are_skipped(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for k in range(3):
+            Image.new("RGB", (20, 20), (40 * k, 0, 0)).save(tmp_path / cls / f"{k}.png")
+    (tmp_path / "a" / "bomb.png").write_bytes(_png_claiming(100_000, 100_000))  # over PIL's refusal limit
+    Image.new("RGB", (60, 60)).save(tmp_path / "b" / "big.png")  # 3600 pixels: over the limit set below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # PIL only warns between 3000 and 6000
+    bundle = datamod.load_dataset_now("folder", folder=str(tmp_path), image_size=8, val_fraction=0.25)
+    assert len(bundle.train_x) + len(bundle.val_x) == 6
+    assert "2 unreadable files skipped" in bundle.split_note
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # the big picture is fine again, the bomb is not
+    bundle = datamod.load_dataset_now("folder", folder=str(tmp_path), image_size=8, val_fraction=0.25)
+    assert len(bundle.train_x) + len(bundle.val_x) == 7 and "1 unreadable files skipped" in bundle.split_note
 
 
 def test_image_folder_needs_two_classes(tmp_path):

@@ -207,3 +207,90 @@ def test_renaming_a_run_while_it_trains_sticks(digits, tmp_path):
     for _ in gen:
         pass
     assert store.info(run_id).name == "renamed while training"
+
+
+# -- a headless run stopped by signals still writes its final files ---------------------------
+def start_headless_run(tmp_path) -> tuple[subprocess.Popen, runstore.RunStore]:
+    """A `python -m playground train` process, returned once it has printed its first epoch."""
+    env = {**os.environ, "PLAYGROUND_DATA_DIR": str(tmp_path), "PLAYGROUND_TORCH_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "playground", "train", "--dataset", "digits",
+                             "--model", "mlp", "--epochs", "200", "--device", "cpu"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    for line in proc.stdout:  # the run line, then one line per epoch
+        if line.startswith("epoch"):
+            break
+        if time.time() > deadline:
+            break
+    else:
+        proc.kill()
+        pytest.fail("the training process ended before its first epoch: " + proc.stderr.read())
+    return proc, runstore.RunStore(tmp_path / "runs")
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
+def assert_stopped_and_saved(store: runstore.RunStore) -> None:
+    [run] = store.list_runs()
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["status"] == "stopped" and "ended" in status
+    assert store.info(run.id).status == "stopped"
+    from safetensors.torch import load_file
+
+    weights = load_file(str(store.weights_path(run.id)))
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_sigterm_stops_a_headless_run_and_saves_it(tmp_path):
+    proc, store = start_headless_run(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    rc, err = finish(proc)
+    assert rc == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert_stopped_and_saved(store)
+
+
+def test_ctrl_c_pressed_again_and_again_still_saves_the_run(tmp_path):
+    proc, store = start_headless_run(tmp_path)
+    for _ in range(40):  # a burst: some land while the weights and status are being written
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    rc, err = finish(proc)
+    assert rc == 128 + signal.SIGINT, err
+    assert "Traceback" not in err
+    assert_stopped_and_saved(store)
+
+
+def test_signals_held_defers_sigint_in_the_main_thread():
+    from playground.ml.training.trainer import signals_held
+
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held() as held:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler would have run by now: it only recorded the signal
+            assert held == [signal.SIGINT]
+    with signals_held(redeliver=False) as held:  # already stopping: a held Ctrl-C is dropped
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    assert held == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_outside_the_generator_still_closes_the_run(digits, tmp_path):
+    """run_to_end closes the run even when the interruption lands in its caller's callback."""
+    store = runstore.RunStore(tmp_path)
+
+    def on_item(item):
+        if isinstance(item, StepPoint) and item.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_to_end(TrainConfig(epochs=50), store, data=digits, on_item=on_item)
+    [run] = store.list_runs()
+    assert run.status == "stopped" and store.weights_path(run.id) is not None
