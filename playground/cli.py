@@ -21,7 +21,8 @@ from .progress import Progress
 def _stop_on_signals() -> Iterator[list[int]]:
     """While training: the first SIGINT or SIGTERM raises KeyboardInterrupt (the trainer then
     saves and closes the run); later ones only say that the run is being saved, so that a
-    second Ctrl-C cannot cut the saving short. Yields the list of signals received."""
+    second Ctrl-C cannot cut the saving short, and after the block they are ignored (the
+    process is on its way out). Yields the list of signals received."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -38,9 +39,10 @@ def _stop_on_signals() -> Iterator[list[int]]:
     try:
         yield received
     finally:
-        if not received:  # once stopping, stay so until the process exits: no traceback from a late Ctrl-C
-            for s, old in previous.items():
-                signal.signal(s, old if old is not None else signal.SIG_DFL)
+        for s, old in previous.items():
+            # Once stopped, later signals are ignored until the process exits: a late Ctrl-C would
+            # otherwise print a traceback, or kill it while Python shuts down (handlers reset then).
+            signal.signal(s, signal.SIG_IGN if received else old if old is not None else signal.SIG_DFL)
 
 
 def _train_parser(sub) -> None:

@@ -60,7 +60,7 @@ def parse_device(text: str) -> str:
         return wanted
     there = ", ".join(f"{d.key} ({d.label})" for d in devices)
     shown = str(text).strip()[:40] or repr(text)
-    raise UserError(f"there is no device {shown!r} on this machine; the devices here are: {there} (or auto).")
+    raise UserError(f"There is no device {shown!r} on this machine; the devices here are: {there} (or auto).")
 
 
 def device_label(key: str) -> str:

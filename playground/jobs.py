@@ -304,9 +304,11 @@ class Job(QObject):
                 return
             gen = result
             value = None
+            first = True  # a generator that has not run yet cannot take a value: inputs wait for its first yield
             while True:
                 try:
-                    inputs = self._take_inputs()
+                    inputs = None if first else self._take_inputs()
+                    first = False
                     item = next(gen) if inputs is None else gen.send(inputs)
                 except StopIteration as stop:
                     value = stop.value

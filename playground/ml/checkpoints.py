@@ -33,6 +33,7 @@ import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
@@ -97,11 +98,16 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], side
     for key in RESERVED_SIDECAR_KEYS:
         if key in extra:
             raise ValueError(f"The sidecar key {key!r} is written by save_weights itself.")
-    cpu = {}
+    cpu: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor.")
-        cpu[str(name)] = t.detach().to("cpu").contiguous()
+        t = t.detach().to("cpu").contiguous()
+        if t.untyped_storage().data_ptr() in storages:  # tied weights: safetensors refuses shared memory
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        cpu[str(name)] = t
     side = {"format": FORMAT, "version": VERSION, **extra,
             "tensors": {name: list(t.shape) for name, t in cpu.items()}}
     text = json.dumps(side, indent=2)  # fails here, before anything is written, if not JSON-able
@@ -339,6 +345,10 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: Mapping[str, Any
 
 
 # -- restricted unpickling -------------------------------------------------------------------
+class _Refused(Exception):
+    """Raised by an allow-listed callable: a clause saying what it refused, completed with the file's name."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves a global only through the allow-list: never imports what the file names."""
 
@@ -377,10 +387,6 @@ def restricted_load(file_or_bytes: bytes | bytearray | memoryview | IO[bytes] | 
         except FileNotFoundError:
             raise BadFileError(f"Could not open {what}: the file does not exist.") from None
     return _restricted_load_file(file_or_bytes, allowed, what, persistent_load, encoding)
-
-
-class _Refused(Exception):
-    """Raised by an allow-listed callable: a clause saying what it refused, completed with the file's name."""
 
 
 def _restricted_load_file(f: IO[bytes], allowed, what, persistent_load, encoding) -> Any:
@@ -485,3 +491,21 @@ TORCH_TENSORS: dict[tuple[str, str], Callable] = {
 network pickles such as StyleGAN2's). A loader for a format whose storages come by
 persistent id (``torch.save``'s zip) adds the storage classes it expects and passes its
 own ``persistent_load``."""
+
+
+# -- what a loader hands to the model picker ----------------------------------------------
+@dataclass
+class LoadedModel:
+    """A model a loader produced, with what the picker shows about it.
+
+    ``source`` is the path it came from, or "" for the tab's embedded default; ``format``
+    names the file format (e.g. "StyleGAN2 pickle", "safetensors"); ``details`` holds a few
+    more facts worth showing, e.g. ``{"Resolution": "512x512"}`` or ``{"Sample rate": "8000 Hz"}``.
+    """
+
+    model: Any
+    name: str
+    source: str = ""
+    format: str = ""
+    parameters: int | None = None
+    details: dict[str, str] = field(default_factory=dict)

@@ -58,7 +58,7 @@ class JobRunner(QObject):
         self.device = ctx.device
         ctx.deviceChanged.connect(self._on_device)
         self._on_ended_cb: Callable[[JobState], None] | None = None
-        self._on_progress_text: Callable[[str], None] | None = None
+        self._stopping = False
         self.update_buttons()
 
     # -- what the panel calls ------------------------------------------------------------
@@ -81,6 +81,7 @@ class JobRunner(QObject):
         job = self.ctx.pool.submit(fn, *args, name=name, device=device or self.device,
                                    interactive=interactive, **extra, **kwargs)
         self.job = job
+        self._stopping = False
         self._on_ended_cb = on_ended
         if self.controls is not None:
             self.controls.progress.setValue(0)
@@ -96,6 +97,7 @@ class JobRunner(QObject):
 
     def stop(self) -> None:
         if self.running:
+            self._stopping = True
             self.job.cancel()
             self.set_status("Stopping…")
 
@@ -154,7 +156,7 @@ class JobRunner(QObject):
             return
         if fraction >= 0:
             self.controls.progress.setValue(int(fraction * 1000))
-        if text and (self.job is None or self.job.state != JobState.PAUSED):
+        if text and not self._stopping and (self.job is None or self.job.state != JobState.PAUSED):
             self.controls.status.setText(text)
 
     def _show_failure(self, message: str) -> None:
@@ -171,9 +173,9 @@ class JobRunner(QObject):
         if job is not self.job:
             return
         self.update_buttons()
-        if state == JobState.CANCELLED and self.controls is not None \
-                and self.controls.status.text() == "Stopping…":
-            self.controls.status.setText("Stopped.")
+        if state == JobState.CANCELLED and self._stopping:
+            self.set_status("Stopped.")
+        self._stopping = False
         if self._on_ended_cb is not None:
             self._on_ended_cb(state)
         self.stateChanged.emit(state)
@@ -249,14 +251,14 @@ class Panel(QWidget):
         split.addWidget(self.learn)
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 0)
-        collapsed = self.ctx.settings.get_typed(f"{self.settings_key}/learn_collapsed", bool, True)
+        collapsed = self.ctx.settings.get_typed(f"{self.settings_key}/learn_collapsed", bool, False)
         self.learn.set_collapsed(collapsed)
         self.learn.collapsedChanged.connect(
             lambda on: self.ctx.settings.set(f"{self.settings_key}/learn_collapsed", bool(on)))
         return split
 
     def update_learn(self, values: dict) -> None:
-        if self.learn is not None and not self.learn.collapsed:
+        if self.learn is not None:  # (cheap: only labels change, and only while it is open)
             self.learn.update_values(values)
 
     # -- the end ------------------------------------------------------------------------------

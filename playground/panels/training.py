@@ -391,7 +391,6 @@ class TrainingPanel(Panel):
                                         cfg.name or f"{MODELS[cfg.model]} · {cfg.dataset}")
         if self.learn is not None:
             self.learn.set_sheet(self._sheet())
-        self._learn_values = {"lr0": cfg.lr, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum}
         self.runner.start(train, cfg, self.store, name=f"Train {MODELS[cfg.model]}", device=cfg.device,
                           delivery_ms=self.DELIVERY_MS, on_results=self._on_results, on_ended=self._on_ended)
         self.status.setText(f"Starting {MODELS[cfg.model]} on {DATASETS[cfg.dataset]}…")
@@ -487,6 +486,13 @@ class TrainingPanel(Panel):
     def _on_run_started(self, item: RunStarted) -> None:
         self.classes = item.classes
         self.total_steps, self.steps_per_epoch = item.total_steps, item.steps_per_epoch
+        if self.learn is not None:
+            self.learn.clear_values()
+        cfg = item.config
+        self._learn_values = {"lr0": cfg.get("lr"), "weight_decay": cfg.get("weight_decay"),
+                              "momentum": cfg.get("momentum"), "batch_size": cfg.get("batch_size"),
+                              "total_steps": item.total_steps}
+        self.update_learn(self._learn_values)
         self._set_x_end()
         if self.current is not None:  # the curves made on Start now belong to this run
             run_id = item.run_id or f"unsaved-{len(self.curves)}"

@@ -10,9 +10,11 @@ Image coordinates
     pixel. The pixel in row ``i`` and column ``j`` covers ``j <= x < j + 1`` and
     ``i <= y < i + 1``, so its centre is ``(j + 0.5, i + 0.5)`` and the pixel under a point
     is ``(floor(x), floor(y))``. This is QPainter's own convention, so the numbers need no
-    shifting when they are drawn. In grid mode the same holds for the whole grid seen as
-    one canvas; :meth:`ImageView.to_cell` turns a canvas position into a cell and a position
-    in that cell's image.
+    shifting when they are drawn. Mouse positions are mapped as Qt gives them: a mouse over
+    screen pixel ``p`` is at ``p`` (that pixel's corner), so at 1:1 a click reads up to half
+    a pixel from the centre of the pixel it shows. In grid mode the same holds for the
+    whole grid seen as one canvas; :meth:`ImageView.to_cell` turns a canvas position into a
+    cell and a position in that cell's image.
 
 Drawing is kept cheap because the drag editor sends a new frame every optimisation step:
 a numpy array is wrapped as a QImage without a copy (the view keeps the array alive), a new
@@ -238,7 +240,7 @@ class ImageView(QWidget):
         """
         qimage, array = wrap_image(image)
         w, h = qimage.width(), qimage.height()
-        keep_view = False
+        keep_view = self._grid is None and self._image is not None and self._content == (w, h)
         self._grid = None
         self._image, self._array = qimage, array
         self._content = (w, h)
@@ -250,6 +252,7 @@ class ImageView(QWidget):
                 self.maskChanged.emit()
         if not keep_view:
             self.fit()
+        self._update_cursor()
         self.update()
 
     def set_images(self, images: list, captions: list[str] | None = None, columns: int | None = None) -> None:
@@ -289,6 +292,7 @@ class ImageView(QWidget):
         self._content = grid.size
         if not keep_view:
             self.fit()
+        self._update_cursor()
         self.update()
 
     def _best_columns(self, n: int, box_w: int, box_h: int, band: int, gap: int) -> int:
@@ -580,6 +584,7 @@ class ImageView(QWidget):
     # -- mouse and keys ------------------------------------------------------------------
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.setFocus(Qt.FocusReason.MouseFocusReason)
+        self._end_lost_drag(event)
         if self._drag is not None or not self._content[0]:
             return
         pos, button = event.position(), event.button()
@@ -602,6 +607,7 @@ class ImageView(QWidget):
         self._update_cursor()
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._end_lost_drag(event)
         pos = event.position()
         if self._drag == "pan":
             self.pan_by(pos.x() - self._last.x(), pos.y() - self._last.y())
@@ -633,6 +639,13 @@ class ImageView(QWidget):
             if still and cell >= 0 and cell == self._press_cell and event.button() == Qt.MouseButton.LeftButton:
                 self.cellClicked.emit(cell)
         self._update_cursor()
+
+    def _end_lost_drag(self, event) -> None:
+        """Forget a drag whose button is no longer down: its release went elsewhere (a popup
+        grabbed the mouse), and waiting for it would leave the view deaf to new presses."""
+        if self._drag is not None and not (event.buttons() & self._drag_button):
+            self._drag = None
+            self._update_cursor()
 
     def leaveEvent(self, event) -> None:  # noqa: N802 - Qt API
         self._cursor = None

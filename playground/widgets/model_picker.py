@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from PySide6.QtCore import QDir, Qt, Signal, Slot
@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..jobs import Job, JobPool
+from ..ml.checkpoints import LoadedModel  # Qt-free, so that ML loaders can build it
 from .forms import ERROR_COLOR, CalmProgressBar
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,6 @@ MAX_RECENT = 8
 _DEFAULT, _PATH, _OPEN_FILE, _OPEN_FOLDER = "default", "path", "open-file", "open-folder"
 _KIND_ROLE = Qt.ItemDataRole.UserRole
 _PATH_ROLE = Qt.ItemDataRole.UserRole + 1
-
-
-@dataclass
-class LoadedModel:
-    """A model a loader produced, with what the picker shows about it.
-
-    ``source`` is the path it came from, or "" for the tab's embedded default; ``format``
-    names the file format (e.g. "StyleGAN2 pickle", "safetensors"); ``details`` holds a few
-    more facts worth showing, e.g. ``{"Resolution": "512x512"}`` or ``{"Sample rate": "8000 Hz"}``.
-    """
-
-    model: Any
-    name: str
-    source: str = ""
-    format: str = ""
-    parameters: int | None = None
-    details: dict[str, str] = field(default_factory=dict)
 
 
 class SettingsStore(Protocol):

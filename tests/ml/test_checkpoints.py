@@ -75,6 +75,13 @@ def test_save_and_load_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temporary files left
 
 
+def test_tied_weights_are_saved_as_copies(tmp_path):
+    shared = torch.randn(3, 2)
+    path = ck.save_weights(tmp_path / "tied.safetensors", {"embed": shared, "head": shared, "row": shared[1]})
+    back, _ = ck.load_weights(path)
+    assert torch.equal(back["embed"], shared) and torch.equal(back["head"], shared) and torch.equal(back["row"], shared[1])
+
+
 def test_a_sidecar_that_is_not_json_able_writes_nothing(tmp_path):
     with pytest.raises(TypeError):
         ck.save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, {"when": object()})

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from playground.errors import BadFileError
+from playground.ml.checkpoints import load_weights, save_weights
 from playground.ml.som import (
     SOM,
     Grid,
@@ -407,8 +409,92 @@ def test_save_and_load_round_trip(tmp_path, digits):
 def test_load_refuses_a_file_that_is_not_a_saved_map(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"format": "something else"}))
     (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(ValueError):
+    with pytest.raises(BadFileError, match="x.safetensors"):
         SOM.load(tmp_path / "x.safetensors")
+    save_weights(tmp_path / "x.safetensors", {"weights": torch.zeros(4, 2)}, {"kind": "something else"})
+    with pytest.raises(BadFileError, match="x.json does not describe a saved SOM"):
+        SOM.load(tmp_path / "x.safetensors")
+    (tmp_path / "x.json").unlink()
+    with pytest.raises(BadFileError, match="has no x.json next to it"):
+        SOM.load(tmp_path / "x.safetensors")
+
+
+def test_maps_saved_before_the_shared_weights_format_still_open(tmp_path):
+    """What SOM.save wrote before checkpoints.save_weights: safetensors metadata and a sidecar without 'tensors'."""
+    from safetensors.torch import save_file
+
+    w = torch.arange(24, dtype=torch.float32).reshape(6, 4)
+    config = SOMConfig(rows=2, cols=3, topology="hexagonal", mode="online", epochs=3)
+    save_file({"weights": w}, str(tmp_path / "old.safetensors"), metadata={"format": "playground-som", "version": "1"})
+    (tmp_path / "old.json").write_text(json.dumps({"format": "playground-som", "version": 1, "dim": 4,
+                                                   "config": config.to_dict(), "meta": {"dataset": "iris"}}))
+    som = SOM.load(tmp_path / "old.safetensors")
+    assert som.config == config and som.dim == 4 and som.meta == {"dataset": "iris"}
+    assert torch.equal(som.weights, w)
+
+
+def test_a_saved_map_is_written_in_the_shared_weights_format(tmp_path):
+    som = SOM(SOMConfig(rows=2, cols=2), 3, weights=np.ones((4, 3), np.float32))
+    som.save(tmp_path / "m.safetensors")
+    tensors, side = load_weights(tmp_path / "m.safetensors")
+    assert side["format"] == "playground-weights" and side["kind"] == "som" and side["tensors"] == {"weights": [4, 3]}
+    assert torch.equal(tensors["weights"], torch.ones(4, 3))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_load_refuses_pickles_in_either_file(tmp_path):
+    import pickle
+
+    marker = tmp_path / "marker"
+    evil = pickle.dumps({"weights": _Payload(marker)}, protocol=2)
+    pickle.loads(evil)
+    assert marker.exists()  # the payload is live
+    marker.unlink()
+    SOM(SOMConfig(rows=2, cols=2), 3).save(tmp_path / "m.safetensors")
+    good = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "m.safetensors").write_bytes(evil)
+    with pytest.raises(BadFileError, match="m.safetensors"):
+        SOM.load(tmp_path / "m.safetensors")
+    (tmp_path / "m.safetensors").write_bytes(good)
+    (tmp_path / "m.json").write_bytes(evil)
+    with pytest.raises(BadFileError, match="m.json is not valid JSON"):
+        SOM.load(tmp_path / "m.safetensors")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda s: s["config"].update(rows="ten"), r"m\.json is damaged: The number of rows .*'ten'"),
+    (lambda s: s["config"].update(topology=5), r"m\.json is damaged: Unknown topology 5"),
+    (lambda s: s["config"].update(toroidal="yes"), "'toroidal' must be true or false"),
+    (lambda s: s.update(config=[3, 4]), "config must be an object, not list"),
+    (lambda s: s.update(meta=[]), "'meta' must be an object"),
+    (lambda s: s.update(dim="3"), "'dim' must be a whole number"),
+    (lambda s: s.update(dim=5), r"m\.safetensors does not fit its m\.json: the weights are 6x3 but a 2 x 3 map of 5"),
+    (lambda s: s["config"].update(rows=3), r"the weights are 6x3 but a 3 x 3 map of 3 features needs 9x3"),
+])
+def test_load_refuses_a_sidecar_with_wrong_values(tmp_path, change, words):
+    SOM(SOMConfig(rows=2, cols=3), 3).save(tmp_path / "m.safetensors")
+    side = json.loads((tmp_path / "m.json").read_text())
+    change(side)
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    with pytest.raises(BadFileError, match=words):
+        SOM.load(tmp_path / "m.safetensors")
+
+
+def test_load_refuses_weights_of_the_wrong_type(tmp_path):
+    save_weights(tmp_path / "m.safetensors", {"weights": torch.zeros(4, 2, dtype=torch.int64)},
+                 {"kind": "som", "dim": 2, "config": SOMConfig(rows=2, cols=2).to_dict(), "meta": {}})
+    with pytest.raises(BadFileError, match="not floating point"):
+        SOM.load(tmp_path / "m.safetensors")
 
 
 # -- validation -----------------------------------------------------------------------

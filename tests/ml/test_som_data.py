@@ -261,3 +261,158 @@ def test_a_description_round_trips_through_json():
     np.testing.assert_allclose(back.scale, d.scale, rtol=1e-6)
     digits = som_data.from_description(som_data.describe(load("digits")), 64)
     assert digits.image_shape == (8, 8) and digits.mean is None
+
+
+# -- big files: read in a job that can be cancelled, limits checked before memory is spent ---------
+
+import struct  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+
+from playground.progress import Progress  # noqa: E402
+
+
+def big_csv(tmp_path, rows=120_000, cols=6):
+    rng = np.random.default_rng(0)
+    x = rng.random((rows, cols))
+    p = tmp_path / "big.csv"
+    header = ",".join(f"f{j}" for j in range(cols))
+    np.savetxt(p, x, delimiter=",", fmt="%.6f", header=header, comments="")
+    return p, x
+
+
+def test_reading_a_big_csv_can_be_cancelled_at_once(tmp_path):
+    p, _ = big_csv(tmp_path)
+    assert p.stat().st_size > 5_000_000
+    gen = som_data.read_csv(p)
+    first = next(gen)
+    assert isinstance(first, Progress)
+    t0 = time.perf_counter()
+    gen.close()
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_reading_a_big_csv_reports_progress_often_and_gives_what_load_csv_gives(tmp_path):
+    p, x = big_csv(tmp_path)
+    gen = som_data.read_csv(p, standardize=False)
+    fractions, gaps, last = [], [], time.perf_counter()
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as done:
+            data = done.value
+            break
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+        assert isinstance(item, Progress)
+        fractions.append(item.fraction)
+    assert len(fractions) > 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert max(gaps) < 0.5  # ~0.05 s by design; generous on a shared machine
+    np.testing.assert_allclose(data.x, x, atol=1e-6)
+    assert data.feature_names == [f"f{j}" for j in range(6)]
+    again = load_csv(p, standardize=False)
+    np.testing.assert_array_equal(again.x, data.x)
+
+
+def test_a_csv_with_too_many_columns_is_refused_with_the_limit(tmp_path):
+    p = write(tmp_path, "\n".join(",".join(["1"] * 5000) for _ in range(3)) + "\n", "wide.csv")
+    message = expect_error(p, "5000 columns", str(som_data.MAX_FEATURES))
+    assert "wide.csv" in message
+    assert len(som_data.csv_columns(p)) == som_data.MAX_FEATURES + 1  # the header list stays bounded
+
+
+def test_a_csv_too_big_for_the_memory_budget_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    p, _ = big_csv(tmp_path)
+    monkeypatch.setattr(som_data, "MEMORY_BUDGET_BYTES", 1 << 20)
+    gen = som_data.read_csv(p)
+    t0 = time.perf_counter()
+    with pytest.raises(SOMDataError, match="limit is 1 MB") as info:
+        for _ in gen:
+            pass
+    assert time.perf_counter() - t0 < 0.5  # judged from the file's size, not by reading it all
+    assert "rows x 6 columns" in str(info.value)
+
+
+def test_the_memory_budget_holds_when_the_first_lines_mislead(tmp_path, monkeypatch):
+    # Long first lines (padded with spaces) make the file look short; the running check catches it.
+    lines = ["a,b"] + [f"{k}.0{' ' * 200},1" for k in range(6000)] + [f"{k},1" for k in range(400_000)]
+    p = write(tmp_path, "\n".join(lines) + "\n", "misleading.csv")
+    monkeypatch.setattr(som_data, "MEMORY_BUDGET_BYTES", 4 << 20)
+    expect_error(p, "at least", "limit is 4 MB")
+
+
+def test_a_line_too_long_is_refused(tmp_path):
+    p = write(tmp_path, "a,b\n1,2\n" + "1" * (som_data.MAX_LINE_CHARS + 10) + "\n", "long.csv")
+    expect_error(p, "line 3", "longer than")
+
+
+def test_csv_columns_reads_only_the_start_of_a_file(tmp_path):
+    # A first megabyte that is fine, then a row the full reader refuses: the header is still offered.
+    body = "x,y,kind\n" + "1,2,a\n" * 200_000 + "1,2\n"
+    p = write(tmp_path, body, "long.csv")
+    assert p.stat().st_size > som_data.HEAD_BYTES
+    assert som_data.csv_columns(p) == ["x", "y", "kind"]
+    expect_error(p, "2 fields")
+    assert som_data.csv_columns(tmp_path / "nope.csv") == []
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims a size in its header and holds no pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20000, 7000])  # beyond PIL's own bomb guard, and beyond ours only
+def test_a_huge_picture_is_refused_from_its_header(tmp_path, side):
+    p = write(tmp_path, png_header(side, side), "huge.png", "wb")
+    with pytest.raises(SOMDataError) as info:
+        som_data.load_samples(p, 64, som_data.digits())
+    message = str(info.value)
+    assert f"{som_data.MAX_SAMPLE_PIXELS:,}" in message and "huge.png" in message
+    assert "not a readable picture" not in message  # refused from the header, never decoded
+
+
+def test_a_large_picture_is_shrunk_before_it_is_read(tmp_path):
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (3000, 3000), 255)
+    ImageDraw.Draw(im).rectangle([1200, 600, 1800, 2400], fill=0)  # a fat "1"
+    p = tmp_path / "big.png"
+    im.save(p)
+    x, names = som_data.load_samples(p, 64, som_data.digits())
+    assert x.shape == (1, 64) and names == ["big.png"]
+    grid = x.reshape(8, 8)
+    assert grid[:, 3:5].mean() > 0.8 and grid[:, 0].max() < 0.2  # ink in the middle columns only
+
+
+def test_samples_for_a_map_of_too_many_features_are_refused(tmp_path):
+    p = write(tmp_path, "1,2,3\n", "s.csv")
+    with pytest.raises(SOMDataError, match=str(som_data.MAX_FEATURES)):
+        som_data.load_samples(p, som_data.MAX_FEATURES + 1)
+
+
+def test_reading_samples_is_a_generator_with_progress(tmp_path):
+    p, x = big_csv(tmp_path, rows=60_000, cols=4)
+    gen = som_data.read_samples(p, 4)
+    assert isinstance(next(gen), Progress)
+    gen.close()
+    got, names = som_data.load_samples(p, 4)
+    np.testing.assert_allclose(got, x, atol=1e-5)
+    assert names[0] == "big.csv, line 2" and len(names) == 60_000
+
+
+def test_snapshot_budget():
+    assert som_data.snapshot_bytes(10, 10, 3, 50) == 51 * 10 * 10 * 3 * 4
+    assert som_data.snapshot_bytes(10, 10, 3, 0, samples=100) == 10 * 10 * 3 * 4 + 100 * 8
+    som_data.check_snapshot_budget(30, 30, 64, 50)  # the usual: a few MB
+    with pytest.raises(SOMDataError) as info:
+        som_data.check_snapshot_budget(100, 100, 784, 1000)
+    message = str(info.value)
+    assert "limit is 1.0 GB" in message and "1000 snapshots" in message
+    fit = int(message.split("at most ")[1].split()[0])
+    assert som_data.snapshot_bytes(100, 100, 784, fit) <= som_data.SNAPSHOT_BUDGET_BYTES
+    assert som_data.snapshot_bytes(100, 100, 784, fit + 1) > som_data.SNAPSHOT_BUDGET_BYTES

@@ -496,3 +496,27 @@ def test_grid_columns_suit_the_widget_shape(view):
     view.resize(150, 600)
     view.set_images(_grid_images(6))
     assert view.cell_rect(1).x() == view.cell_rect(0).x()  # one above the other in a tall one
+
+
+def test_grid_captions_are_drawn_under_their_images(view):
+    view.set_images(_grid_images(4), ["sample 0", "", "sample 2", ""], columns=2)
+    shown = grab_array(view).astype(int)
+
+    def band_is_written(k: int) -> bool:
+        rect = view.cell_rect(k)
+        top_left = view.image_to_widget(rect.left(), rect.bottom())
+        below = view.image_to_widget(rect.right(), view.cell_rect(k + 2).top() if k < 2 else view.content_size[1])
+        band = shown[int(top_left.y()) + 1: int(below.y()), int(top_left.x()) + 1: int(below.x())]
+        return bool((band.min(-1) > 150).any())  # light text on the dark background
+
+    assert band_is_written(0) and band_is_written(2)
+    assert not band_is_written(1) and not band_is_written(3)
+
+
+def test_a_drag_whose_release_was_lost_does_not_block_new_presses(view):
+    pressed = Recorder(view.pressed)
+    mouse(view, "press", QPointF(100, 100), MIDDLE)  # its release goes elsewhere
+    event = QMouseEvent(QEvent.Type.MouseButtonPress, QPointF(120, 100), QPointF(view.mapToGlobal(QPointF(120, 100))),
+                        LEFT, LEFT, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(view, event)
+    assert len(pressed.calls) == 1

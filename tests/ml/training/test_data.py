@@ -115,9 +115,13 @@ def test_download_still_importable_from_data():
 
 
 # -- CIFAR-10 through the restricted unpickler ---------------------------------------------
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 def _serve(folder, monkeypatch):
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a, **k: None
+    handler = partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv(datamod.MIRROR_ENV, f"http://127.0.0.1:{server.server_address[1]}/")
@@ -136,9 +140,9 @@ def _cifar_tar(batches: dict[str, bytes]) -> bytes:
 
 def _batch(n: int, first_label: int) -> bytes:
     rng = np.random.default_rng(first_label)
-    # as the real batches: a dict with bytes keys, pickled by Python 2 (protocol 2)
-    return pickle.dumps({b"batch_label": b"test", b"labels": [(first_label + k) % 10 for k in range(n)],
-                         b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}, protocol=2)
+    # as the real batches (Python 2 pickles whose str keys read back as str with latin-1)
+    return pickle.dumps({"batch_label": "test", "labels": [(first_label + k) % 10 for k in range(n)],
+                         "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}, protocol=2)
 
 
 def _serve_cifar(tmp_path, monkeypatch, batches):
@@ -159,9 +163,10 @@ def test_cifar10_is_downloaded_unpacked_and_read(tmp_path, monkeypatch):
         bundle = datamod.load_dataset_now("cifar10", root=tmp_path / "cache")
     finally:
         server.shutdown()
+        server.server_close()
     assert bundle.input_shape == (3, 32, 32) and len(bundle.train_x) == 20 and len(bundle.val_x) == 3
     assert bundle.val_y.tolist() == [0, 1, 2] and bundle.train_y[:4].tolist() == [1, 2, 3, 4]
-    raw = pickle.loads(batches["data_batch_1"])[b"data"].reshape(-1, 3, 32, 32)
+    raw = pickle.loads(batches["data_batch_1"])["data"].reshape(-1, 3, 32, 32)
     assert np.allclose(bundle.train_x[:4].numpy(), raw / 255)
 
 
@@ -192,6 +197,7 @@ def test_a_cifar_batch_that_runs_code_is_refused(tmp_path, monkeypatch):
             datamod.load_dataset_now("cifar10", root=tmp_path / "cache")
     finally:
         server.shutdown()
+        server.server_close()
     assert not marker.exists()
 
 
