@@ -204,9 +204,11 @@ def snapshot_bytes(rows: int, cols: int, dim: int, snapshots: int, samples: int 
 
 
 def check_snapshot_budget(rows: int, cols: int, dim: int, snapshots: int, samples: int = 0,
-                          budget: int = SNAPSHOT_BUDGET_BYTES) -> None:
-    """Raise :class:`SOMDataError` when a map's snapshots would take more than ``budget`` bytes,
-    saying how many snapshots would fit, so that the panel can refuse before training."""
+                          budget: int | None = None) -> None:
+    """Raise :class:`SOMDataError` when a map's snapshots would take more than ``budget`` bytes
+    (default :data:`SNAPSHOT_BUDGET_BYTES`), saying how many snapshots would fit, so that the
+    panel can refuse before training."""
+    budget = SNAPSHOT_BUDGET_BYTES if budget is None else budget
     need = snapshot_bytes(rows, cols, dim, snapshots, samples)
     if need <= budget:
         return

@@ -12,10 +12,9 @@ from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSlider,
+                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QSlider,
                                QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from ..errors import friendly_message
@@ -24,7 +23,8 @@ from ..learn.som import som_sheet
 from ..ml import som as somlib
 from ..ml import som_data
 from ..progress import Progress
-from ..widgets.forms import JobControls, compact_form
+from ..widgets.forms import JobControls, button, compact_form
+from ..widgets.plots import TwinAxisPlot
 from ..widgets.som_view import MapView, PlanesView
 from .base import JobRunner, Panel
 
@@ -54,6 +54,9 @@ def train_job(source: str, csv_path: str, label_column: int | None, standardize:
         data = yield from som_data.read_csv(csv_path, label_column=label, standardize=standardize)
     else:
         data = som_data.load(source)
+    # Refuse a map whose history would not fit in memory, before it is trained.
+    som_data.check_snapshot_budget(config.rows, config.cols, data.n_features, config.snapshots,
+                                   samples=data.n_samples if data.n_samples <= somlib.METRIC_SAMPLE else 0)
     yield data
     return (yield from somlib.train(data.x, config, device=device))
 
@@ -99,8 +102,7 @@ class SOMPanel(Panel):
         self.source.addItem("CSV file…", CSV_KEY)
         self.csv_path = QLineEdit()
         self.csv_path.setPlaceholderText("a .csv file with numeric columns")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_csv)
+        browse = button("Browse…", self._browse_csv)
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.csv_path)
@@ -176,14 +178,9 @@ class SOMPanel(Panel):
             self.view_choice.addItem(label, key)
         top.addWidget(self.view_choice)
         top.addStretch(1)
-        self.save_button = QPushButton("Save map…")
-        self.save_button.setToolTip("Save the map shown (.safetensors + .json)")
-        self.save_button.clicked.connect(lambda: self.save_map())
-        self.open_button = QPushButton("Open map…")
-        self.open_button.setToolTip("Open a map saved here before")
-        self.open_button.clicked.connect(lambda: self.open_map())
-        self.export_button = QPushButton("Export PNG…")
-        self.export_button.clicked.connect(lambda: self.export_png())
+        self.save_button = button("Save map…", lambda: self.save_map(), "Save the map shown (.safetensors + .json)")
+        self.open_button = button("Open map…", lambda: self.open_map(), "Open a map saved here before")
+        self.export_button = button("Export PNG…", lambda: self.export_png(), "Save the view as a picture")
         for b in (self.save_button, self.open_button, self.export_button):
             top.addWidget(b)
         layout.addLayout(top)
@@ -214,36 +211,17 @@ class SOMPanel(Panel):
     def _build_side(self) -> QWidget:
         box = QWidget()
         layout = QVBoxLayout(box)
-        self.error_plot = pg.PlotWidget(title="Map error while training")
-        self.error_plot.setBackground("w")
-        self.error_plot.addLegend(offset=(-5, 5))
-        self.error_plot.setLabel("bottom", "fraction of training")
-        self.qe_curve = self.error_plot.plot([], [], pen=pg.mkPen((30, 90, 200), width=2),
-                                             name="quantization error (QE)")
-        self.te_axis = pg.ViewBox()
-        self.error_plot.showAxis("right")
-        self.error_plot.scene().addItem(self.te_axis)
-        self.error_plot.getAxis("right").linkToView(self.te_axis)
-        self.te_axis.setXLink(self.error_plot.getPlotItem())
-        self.error_plot.getAxis("right").setLabel("TE")
-        self.error_plot.getAxis("right").setWidth(48)  # room for the tick labels and the title
-        self.error_plot.getAxis("right").enableAutoSIPrefix(False)
-        self.error_plot.getAxis("left").enableAutoSIPrefix(False)
-        self.error_plot.getAxis("left").setLabel("QE")
-        self.te_curve = pg.PlotDataItem([], [], pen=pg.mkPen((220, 90, 30), width=2, style=Qt.PenStyle.DashLine))
-        self.te_axis.addItem(self.te_curve)
-        self.error_plot.getPlotItem().legend.addItem(self.te_curve, "topographic error (TE, right)")
-        self.error_plot.getPlotItem().vb.sigResized.connect(
-            lambda: self.te_axis.setGeometry(self.error_plot.getPlotItem().vb.sceneBoundingRect()))
+        self.error_plot = TwinAxisPlot("Map error while training", "fraction of training",
+                                       ("QE", "quantization error (QE)"), ("TE", "topographic error (TE, right)"))
+        self.qe_curve, self.te_curve = self.error_plot.left_curve, self.error_plot.right_curve
         layout.addWidget(self.error_plot, 1)
         layout.addWidget(QLabel("Samples: click one to light up its best matching unit"))
         self.sample_list = QListWidget()
         self.sample_list.currentRowChanged.connect(self._on_sample)
         layout.addWidget(self.sample_list, 1)
-        self.load_sample_button = QPushButton("Load a sample…")
-        self.load_sample_button.setToolTip("A text/CSV file with one sample per line (in the data's own units), "
-                                           "or for the digits a picture of a digit")
-        self.load_sample_button.clicked.connect(lambda: self.load_sample())
+        self.load_sample_button = button("Load a sample…", lambda: self.load_sample(),
+                                         "A text/CSV file with one sample per line (in the data's own units), "
+                                         "or for the digits a picture of a digit")
         layout.addWidget(self.load_sample_button)
         return box
 
@@ -356,8 +334,7 @@ class SOMPanel(Panel):
         self.viewer = None
         self._bmus = None
         self.history.setMaximum(0)
-        self.qe_curve.setData([], [])
-        self.te_curve.setData([], [])
+        self.error_plot.set_data([], [], [])
         self.map_view.set_grid(cfg.rows, cfg.cols, cfg.topology == "hexagonal")
         if self.learn is not None:
             self.learn.set_sheet(self._sheet())
@@ -381,8 +358,7 @@ class SOMPanel(Panel):
                 newest = item
         if newest is not None:
             xs = [s.fraction for s in self.snapshots]
-            self.qe_curve.setData(xs, [s.qe for s in self.snapshots])
-            self.te_curve.setData(xs, [s.te for s in self.snapshots])
+            self.error_plot.set_data(xs, [s.qe for s in self.snapshots], [s.te for s in self.snapshots])
             self.history.blockSignals(True)
             self.history.setMaximum(len(self.snapshots) - 1)
             self.history.setValue(len(self.snapshots) - 1)
@@ -543,7 +519,7 @@ class SOMPanel(Panel):
         if self.sample_job is not None and not self.sample_job.is_done:
             self.sample_job.cancel()
         self.loaded_samples = 0
-        job = self.ctx.pool.submit(som_data.load_samples, path, self.viewer.dim, self.about,
+        job = self.ctx.pool.submit(som_data.read_samples, path, self.viewer.dim, self.about,
                                    name=f"Read {Path(path).name}", interactive=True)
         self.sample_job = job
         dim = self.viewer.dim

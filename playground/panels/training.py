@@ -24,6 +24,7 @@ from ..ml.training.data import DATASETS, IMAGE_FOLDER
 from ..ml.training.models import MODELS
 from ..ml.training.trainer import (OPTIMIZERS, SCHEDULES, Diverged, EpochPictures, EpochPoint, RunStarted,
                                    StepPoint, TrainConfig, train)
+from ..errors import friendly_message
 from ..jobs import JobState
 from ..learn.training import training_sheet
 from ..widgets.forms import JobControls, compact_form
@@ -613,6 +614,8 @@ class TrainingPanel(Panel):
                  QTableWidgetItem(MODELS.get(info.model, info.model)),
                  QTableWidgetItem("" if info.best_val_acc is None else f"{info.best_val_acc:.2%}"),
                  QTableWidgetItem(info.status)]
+        if info.reason:  # why a run is listed as unreadable, or which of its values were not usable
+            cells[-1].setToolTip(info.reason)
         for c, item in enumerate(cells):
             if c > 1:
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
@@ -646,7 +649,11 @@ class TrainingPanel(Panel):
         elif item.column() == 1:
             if self._gone(run_id):
                 return
-            self.store.rename(run_id, item.text())
+            try:
+                self.store.rename(run_id, item.text())
+            except OSError as exc:  # a read-only runs folder, say
+                self.controls.set_status(f"Could not rename the run: {friendly_message(exc)}", error=True)
+                return
             if run_id in self.curves:
                 self.curves[run_id].name = item.text()
 

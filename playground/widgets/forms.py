@@ -31,6 +31,16 @@ def compact_form(form: QWidget, min_width: int = 300) -> QScrollArea:
     return scroll
 
 
+def button(text: str, slot=None, tip: str = "") -> QPushButton:
+    """A push button with its tool tip and its click handler, in one line."""
+    b = QPushButton(text)
+    if tip:
+        b.setToolTip(tip)
+    if slot is not None:
+        b.clicked.connect(slot)
+    return b
+
+
 class CalmProgressBar(QProgressBar):
     """A progress bar that repaints at most every INTERVAL_MS however fast values come.
 

@@ -269,3 +269,37 @@ class MeteredRedraw(QObject):
     @property
     def interval_ms(self) -> int:
         return self.timer.interval()
+
+
+class TwinAxisPlot(pg.PlotWidget):
+    """One x axis, two y scales: a solid curve on the left axis and a dashed one on the right
+    (the SOM's quantization error beside its topographic error; a loss beside a metric)."""
+
+    def __init__(self, title: str, x_label: str, left: tuple[str, str], right: tuple[str, str],
+                 colors=((30, 90, 200), (220, 90, 30)), parent=None) -> None:
+        super().__init__(parent, title=title)
+        self.setBackground("w")
+        self.addLegend(offset=(-5, 5))
+        self.setLabel("bottom", x_label)
+        (left_axis, left_name), (right_axis, right_name) = left, right
+        self.left_curve = self.plot([], [], pen=pg.mkPen(colors[0], width=2), name=left_name)
+        self.right_view = pg.ViewBox()
+        self.showAxis("right")
+        self.scene().addItem(self.right_view)
+        axis = self.getAxis("right")
+        axis.linkToView(self.right_view)
+        axis.setLabel(right_axis)
+        axis.setWidth(48)  # room for the tick labels and the title
+        axis.enableAutoSIPrefix(False)
+        self.right_view.setXLink(self.getPlotItem())
+        self.getAxis("left").enableAutoSIPrefix(False)
+        self.getAxis("left").setLabel(left_axis)
+        self.right_curve = pg.PlotDataItem([], [], pen=pg.mkPen(colors[1], width=2, style=Qt.PenStyle.DashLine))
+        self.right_view.addItem(self.right_curve)
+        self.getPlotItem().legend.addItem(self.right_curve, right_name)
+        main = self.getPlotItem().vb
+        main.sigResized.connect(lambda: self.right_view.setGeometry(main.sceneBoundingRect()))
+
+    def set_data(self, x, left_y, right_y) -> None:
+        self.left_curve.setData(x, left_y)
+        self.right_curve.setData(x, right_y)

@@ -1,9 +1,12 @@
 """The SOM tab, driven with clicks: train a small map, watch it redraw, switch views, replay, export."""
 
+import time
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
+from playground.jobs import JobState
 from playground.panels.som import VIEWS, SOMPanel
 
 
@@ -258,3 +261,62 @@ def test_csv_label_column_by_choice(qtbot, panel, tmp_path, text):
     assert panel.job.state == "finished", panel.status.text()
     assert panel.data.x.shape == (4, 2)
     assert panel.data.label_names == ["x", "y"]
+
+
+def _png_claiming(path, width: int, height: int) -> None:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+    raw = bytearray(path.read_bytes())
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    raw[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr:ihdr + 17])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_huge_picture_is_refused_with_a_message_and_the_window_stays_live(qtbot, panel, tmp_path):
+    train_small(qtbot, panel, source="digits", rows=4, cols=5)
+    rows = panel.sample_list.count()
+    pic = tmp_path / "bomb.png"
+    _png_claiming(pic, 10000, 10000)
+    t0 = time.monotonic()
+    assert load_sample(qtbot, panel, str(pic)) == 0
+    assert time.monotonic() - t0 < 5
+    assert "pixels" in panel.controls.status.text() and panel.sample_list.count() == rows
+
+
+def test_a_map_whose_history_would_not_fit_is_refused_before_training(qtbot, panel, monkeypatch):
+    from playground.ml import som_data
+
+    monkeypatch.setattr(som_data, "SNAPSHOT_BUDGET_BYTES", 10_000)
+    choose(panel.source, "digits")
+    panel.rows.setValue(30)
+    panel.cols.setValue(30)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=30000)
+    assert panel.job.state == JobState.FAILED and panel.snapshots == []
+    assert "snapshot" in panel.controls.status.text().lower()
+
+
+def test_closing_the_window_while_a_big_csv_is_read_ends_within_a_second(qtbot, window, tmp_path):
+    panel = window.panel(SOMPanel)
+    big = tmp_path / "big.csv"
+    rng = np.random.default_rng(0)
+    block = "\n".join(",".join(f"{v:.6f}" for v in row) for row in rng.random((20000, 20))) + "\n"
+    with open(big, "w") as f:
+        f.write(",".join(f"f{k}" for k in range(20)) + "\n")
+        for _ in range(15):  # ~40 MB: seconds to parse
+            f.write(block)
+    choose(panel.source, "csv")
+    panel.csv_path.setText(str(big))
+    panel.start()
+    qtbot.waitUntil(lambda: panel.running and panel.job.fraction is not None and 0 < panel.job.fraction < 0.5,
+                    timeout=20000)
+    t0 = time.monotonic()
+    window.close()
+    assert time.monotonic() - t0 < 1.0
+    assert all(not t.isRunning() for t in window.pool._threads)

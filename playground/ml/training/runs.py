@@ -63,10 +63,15 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+MAX_JSON_BYTES = 16 << 20  # config.json and status.json are a few hundred bytes; a bigger one is not ours
+
+
 def _read_json(path: Path) -> tuple[Any, str]:
-    """A JSON file's value and "" , or (None, why it could not be read)."""
+    """A JSON file's value and "", or (None, why it could not be read)."""
     try:
         with open(path, encoding="utf-8") as f:
+            if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
+                return None, f"{path.name} is too large to be a run's file"
             return json.load(f), ""
     except FileNotFoundError:
         return None, f"{path.name} is missing"
@@ -156,10 +161,11 @@ def _writer_gone(pid: Any, started: Any) -> bool:
 class RunWriter:
     """Writes one run as it goes. Every method leaves the files consistent on disk."""
 
-    def __init__(self, path: Path, status: dict) -> None:
+    def __init__(self, path: Path, status: dict, config: dict | None = None) -> None:
         self.path = path
         self.id = path.name
         self._status = status
+        self._config = config or {}
         self._metrics = open(path / "metrics.jsonl", "a", buffering=1)
 
     def append(self, record: dict) -> None:
@@ -175,15 +181,18 @@ class RunWriter:
         _write_json_atomic(self.path / "status.json", self._status)
 
     def save_weights(self, state_dict: dict) -> Path:
-        from safetensors.torch import save_file
+        """The weights in the project's format: ``weights.safetensors`` and ``weights.json``
+        (what made them: the trainer, the run's config and seed)."""
+        from ..checkpoints import save_weights
 
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()
-                   if hasattr(v, "detach")}
-        target = self.path / "weights.safetensors"
-        tmp = target.with_name("weights.tmp.safetensors")
-        save_file(tensors, str(tmp), metadata={"run": self.id})
-        os.replace(tmp, target)
-        return target
+        tensors = {k: v for k, v in state_dict.items() if hasattr(v, "detach")}
+        return save_weights(self.path / "weights.safetensors", tensors, {
+            "made_by": "playground.ml.training.trainer.train", "run": self.id,
+            "command": "python -m playground train " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in self._config.items()
+                if k in ("dataset", "model", "optimizer", "lr", "schedule", "batch_size", "epochs", "seed")),
+            "config": {k: v for k, v in self._config.items() if isinstance(v, (str, int, float, bool, type(None)))},
+            "seed": self._config.get("seed")})
 
     def close(self, status: str, **fields: Any) -> None:
         self.update(status=status, ended=time.time(), **fields)
@@ -217,7 +226,7 @@ class RunStore:
         started = process_start_time(os.getpid())
         if started is not None:
             status["pid_start"] = started
-        writer = RunWriter(path, status)
+        writer = RunWriter(path, status, config)
         writer.update()
         return writer
 

@@ -56,9 +56,10 @@ def test_mlp_reaches_90_percent_on_digits(digits, tmp_path):
     assert info.status == "finished" and info.best_val_acc == pytest.approx(result.best_val_acc)
     metrics = store.metrics(result.run_id)
     assert sum(r["kind"] == "step" for r in metrics) == len(steps)
-    from safetensors.torch import load_file
+    from playground.ml.checkpoints import load_weights
 
-    weights = load_file(str(store.weights_path(result.run_id)))
+    weights, sidecar = load_weights(store.weights_path(result.run_id))
+    assert sidecar["run"] == result.run_id and sidecar["seed"] == cfg.seed and "--model" in sidecar["command"]
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
 
 
@@ -241,9 +242,9 @@ def assert_stopped_and_saved(store: runstore.RunStore) -> None:
     status = json.loads((run.path / "status.json").read_text())
     assert status["status"] == "stopped" and "ended" in status
     assert store.info(run.id).status == "stopped"
-    from safetensors.torch import load_file
+    from playground.ml.checkpoints import load_weights
 
-    weights = load_file(str(store.weights_path(run.id)))
+    weights, _ = load_weights(store.weights_path(run.id))
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
 
 
