@@ -243,6 +243,19 @@ def test_save_and_open_a_map(qtbot, panel, tmp_path):
     assert not panel.open_map(str(junk))
     assert "Could not open junk.safetensors" in panel.status.text()
     assert np.allclose(panel.viewer.weights_grid(), weights)
+    # A sidecar with values of the wrong type is refused too, and the map shown stays.
+    import json
+    import shutil
+
+    for k, (field, value) in enumerate((("rows", "six"), ("topology", 5), ("toroidal", "no"))):
+        bad = tmp_path / f"bad{k}.safetensors"
+        shutil.copy(saved, bad)
+        side = json.loads(SOM.sidecar_path(saved).read_text())
+        (side["config"] if "config" in side else side)[field] = value
+        SOM.sidecar_path(bad).write_text(json.dumps(side))
+        assert not panel.open_map(str(bad)), field
+        assert f"Could not open bad{k}.safetensors" in panel.status.text()
+        assert np.allclose(panel.viewer.weights_grid(), weights) and panel.config.rows == 6
 
 
 @pytest.mark.parametrize("text", ["a;b;kind\n1;2;x\n3;4;y\n5;6;x\n7;8;y\n",
@@ -278,6 +291,7 @@ def _png_claiming(path, width: int, height: int) -> None:
     path.write_bytes(bytes(raw))
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the point of the test
 def test_a_huge_picture_is_refused_with_a_message_and_the_window_stays_live(qtbot, panel, tmp_path):
     train_small(qtbot, panel, source="digits", rows=4, cols=5)
     rows = panel.sample_list.count()
