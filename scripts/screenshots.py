@@ -57,7 +57,7 @@ def main(which: list[str]) -> None:
 
     settings = Settings(tempfile.mktemp(suffix=".json"))
     win = MainWindow(AppContext(settings))
-    win.resize(1400, 900)
+    win.resize(1600, 900)  # room for the Learn panel beside the plots
     win.show()
     OUT.mkdir(parents=True, exist_ok=True)
     if "training" in which:

@@ -199,7 +199,17 @@ class Panel(QWidget):
     def __init__(self, ctx, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
-        self.learn = None  # a LearnPanel once add_learn() is called
+        self.learn = None  # a LearnPanel once with_learn() is called
+        self.runner: JobRunner | None = None  # the panel's JobRunner, for its main long work
+
+    # -- the panel's main job -----------------------------------------------------------------
+    @property
+    def job(self) -> Job | None:
+        return None if self.runner is None else self.runner.job
+
+    @property
+    def running(self) -> bool:
+        return self.runner is not None and self.runner.running
 
     # -- settings -------------------------------------------------------------------------
     def settings_state(self) -> Any:
@@ -256,6 +266,15 @@ class Panel(QWidget):
         self.learn.collapsedChanged.connect(
             lambda on: self.ctx.settings.set(f"{self.settings_key}/learn_collapsed", bool(on)))
         return split
+
+    def learn_sheet(self):
+        """The Learn panel's sheet for the form's current choices (a panel with one overrides this)."""
+        return None
+
+    def refresh_learn_sheet(self) -> None:
+        """The form changed a choice that changes the formulas: show them (not while a run is live)."""
+        if self.learn is not None and not self.running:
+            self.learn.set_sheet(self.learn_sheet())
 
     def update_learn(self, values: dict) -> None:
         if self.learn is not None:  # (cheap: only labels change, and only while it is open)

@@ -89,7 +89,7 @@ class SOMPanel(Panel):
         split.addWidget(self._build_side())
         split.setSizes([350, 680, 370])
         split.setStretchFactor(1, 1)
-        root.addWidget(self.with_learn(split, self._sheet()))
+        root.addWidget(self.with_learn(split, self.learn_sheet()))
         self.runner.disable_while_running(self.open_button)  # a live run would draw over the opened map
 
     def _build_form(self) -> QWidget:
@@ -162,8 +162,8 @@ class SOMPanel(Panel):
         self.csv_path.editingFinished.connect(self._fill_label_columns)
         self.mode.currentIndexChanged.connect(self._on_mode_changed)
         self.neighborhood.activated.connect(self._on_neighborhood_chosen)
-        self.neighborhood.currentIndexChanged.connect(self._on_learn_choice)
-        self.mode.currentIndexChanged.connect(self._on_learn_choice)
+        self.neighborhood.currentIndexChanged.connect(self.refresh_learn_sheet)
+        self.mode.currentIndexChanged.connect(self.refresh_learn_sheet)
         self._on_source_changed()
         self._on_mode_changed()
         return compact_form(box)
@@ -303,22 +303,10 @@ class SOMPanel(Panel):
         self.standardize.setChecked(state.standardize)
 
     # -- the Learn panel ------------------------------------------------------------------------
-    def _sheet(self):
+    def learn_sheet(self):
         return som_sheet(self.neighborhood.currentData() or "gaussian", self.mode.currentData() or "batch")
 
-    def _on_learn_choice(self) -> None:
-        if self.learn is not None and not self.running:
-            self.learn.set_sheet(self._sheet())
-
     # -- running -----------------------------------------------------------------------------
-    @property
-    def job(self):
-        return self.runner.job
-
-    @property
-    def running(self) -> bool:
-        return self.runner.running
-
     def start(self) -> None:
         if self.running:
             return
@@ -337,7 +325,7 @@ class SOMPanel(Panel):
         self.error_plot.set_data([], [], [])
         self.map_view.set_grid(cfg.rows, cfg.cols, cfg.topology == "hexagonal")
         if self.learn is not None:
-            self.learn.set_sheet(self._sheet())
+            self.learn.set_sheet(self.learn_sheet())
         device = self.runner.device
         self.runner.start(train_job, self.source.currentData(), self.csv_path.text().strip(),
                           self.label_column.currentData(), self.standardize.isChecked(), cfg, device,

@@ -124,7 +124,7 @@ class TrainingPanel(Panel):
         split.addWidget(right)
         split.setSizes([300, 980])
         split.setStretchFactor(1, 1)
-        root.addWidget(self.with_learn(split, self._sheet()))
+        root.addWidget(self.with_learn(split, self.learn_sheet()))
 
     def _build_form(self) -> QWidget:
         form_box = QWidget()
@@ -185,8 +185,8 @@ class TrainingPanel(Panel):
         self.start_button, self.pause_button, self.stop_button = c.start_button, c.pause_button, c.stop_button
         self.dataset.currentIndexChanged.connect(self._on_dataset_changed)
         self.model.currentIndexChanged.connect(self._on_model_changed)
-        self.optimizer.currentIndexChanged.connect(self._on_learn_choice)
-        self.schedule.currentIndexChanged.connect(self._on_learn_choice)
+        self.optimizer.currentIndexChanged.connect(self.refresh_learn_sheet)
+        self.schedule.currentIndexChanged.connect(self.refresh_learn_sheet)
         self._on_dataset_changed()
         self.set_config(TrainConfig())  # the defaults, until the saved settings are loaded
 
@@ -361,23 +361,10 @@ class TrainingPanel(Panel):
         self.logscale.setChecked(state.log)
 
     # -- the Learn panel ------------------------------------------------------------------------
-    def _sheet(self):
+    def learn_sheet(self):
         return training_sheet(self.optimizer.currentData() or "adam", self.schedule.currentData() or "constant")
 
-    def _on_learn_choice(self) -> None:
-        if self.learn is not None and not self.running:
-            self.learn.set_sheet(self._sheet())
-            self.update_learn(self._learn_values)
-
     # -- running -----------------------------------------------------------------------------
-    @property
-    def job(self):
-        return self.runner.job
-
-    @property
-    def running(self) -> bool:
-        return self.runner.running
-
     def start(self) -> None:
         if self.running:
             return
@@ -391,7 +378,7 @@ class TrainingPanel(Panel):
         self.current = self._new_curves(f"pending-{self._color_index}",
                                         cfg.name or f"{MODELS[cfg.model]} · {cfg.dataset}")
         if self.learn is not None:
-            self.learn.set_sheet(self._sheet())
+            self.learn.set_sheet(self.learn_sheet())
         self.runner.start(train, cfg, self.store, name=f"Train {MODELS[cfg.model]}", device=cfg.device,
                           delivery_ms=self.DELIVERY_MS, on_results=self._on_results, on_ended=self._on_ended)
         self.status.setText(f"Starting {MODELS[cfg.model]} on {DATASETS[cfg.dataset]}…")
@@ -434,7 +421,7 @@ class TrainingPanel(Panel):
             self.current.add_steps(steps)
             last = steps[-1]
             self._learn_values.update(loss=last["loss"], lr=last["lr"], step=last["step"],
-                                      total_steps=self.total_steps)
+                                      grad_norm=last["grad_norm"], total_steps=self.total_steps)
         if epochs:
             self.current.add_epochs(epochs)
             last = epochs[-1]
