@@ -107,10 +107,19 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.setCentralWidget(self.tabs)
         self.panels: list[QWidget] = []
+        # Messages panels give while they are built (saved settings that were not usable)
+        # come before the status bar exists: keep them and show them once it does.
+        early: list[tuple[str, int]] = []
+        keep = lambda text, ms: early.append((text, ms))
+        self.ctx.message.connect(keep)
         self._add_panels()
         self._build_menus()
         self._build_status_bar()
+        self.ctx.message.disconnect(keep)
         self._restore()
+        texts = list(self.settings.problems) + [text for text, _ in early]
+        if texts:  # one line (a status bar shows one message at a time)
+            QTimer.singleShot(0, lambda: self.statusBar().showMessage("  ·  ".join(texts), 20000))
         self._closed = False
         self.threads_stopped = True
 
@@ -241,8 +250,6 @@ class MainWindow(QMainWindow):
             self.resize(1280, 820)
         tab = self.settings.get_typed("window/tab", int, 0)
         self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
-        for problem in self.settings.problems:
-            QTimer.singleShot(0, lambda text=problem: self.statusBar().showMessage(text, 15000))
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         if not self._closed:

@@ -231,11 +231,13 @@ class Job(QObject):
         """Queue ``value`` for the running job; it gets it at its next yield (see the module doc).
 
         Thread-safe; values arrive in the order they were sent. Returns False (and drops
-        the value) when the job has already ended or was cancelled.
+        the value) when the job has ended, is ending or was cancelled. A value sent while
+        the job makes its last step may still be dropped (it has no next yield to read it
+        at), and a plain-function job reads none: a job that takes input is a generator.
         """
-        if self.state in ENDED or self._cancel_event.is_set():
-            return False
         with self._lock:
+            if self.state in ENDED or self._outcome is not None or self._cancel_event.is_set():
+                return False
             self._inputs.append(value)
         return True
 
@@ -269,6 +271,7 @@ class Job(QObject):
     def _end(self, state: JobState, value: Any = None) -> None:
         with self._lock:
             self._outcome = (state, value)
+            self._inputs.clear()  # sent too late: the job will not read them
             self._wake_pending = True
         self._wake.emit()
 

@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import os
+import stat
+import sys
 import types
 import typing
 from pathlib import Path
@@ -44,6 +46,15 @@ def default_path() -> Path:
 
         folder = Path(user_config_dir("deep-learning-playground", "DeepLearningPlayground"))
     return folder / "settings.json"
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float that is a finite float (a 400-digit int from JSON is not: float() overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= sys.float_info.max
+    return math.isfinite(value)
 
 
 def _is_json_value(value: Any, depth: int = 0) -> bool:
@@ -76,19 +87,23 @@ class Settings:
 
     def _read(self) -> dict[str, Any]:
         try:
-            size = self.path.stat().st_size
+            # Not a regular file (a FIFO would block, /dev/zero would never end): not ours.
+            if not stat.S_ISREG(self.path.stat().st_mode):
+                self.problems.append(f"The settings file {self.path} is not a regular file; using the defaults.")
+                return {}
+            with open(self.path, "rb") as f:
+                raw = f.read(MAX_SETTINGS_BYTES + 1)
         except FileNotFoundError:
             return {}
-        except OSError as exc:
+        except (OSError, MemoryError) as exc:
             self.problems.append(f"Could not read the settings ({exc}); using the defaults.")
             return {}
-        if size > MAX_SETTINGS_BYTES:
+        if len(raw) > MAX_SETTINGS_BYTES:
             self.problems.append(f"The settings file {self.path} is too large to be ours; using the defaults.")
             return {}
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError, RecursionError) as exc:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError, MemoryError) as exc:
             self.problems.append(f"The settings file {self.path} is not readable JSON ({type(exc).__name__}); "
                                  "using the defaults.")
             return {}
@@ -108,6 +123,8 @@ class Settings:
         if isinstance(value, bool) and bool not in kinds:
             return default
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            if not _finite_number(value):
+                return default
             value = float(value)
         return value if isinstance(value, kinds) else default
 
@@ -194,7 +211,7 @@ def _matches(value: Any, hint: Any) -> tuple[bool, Any]:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = _finite_number(value)
         return ok, float(value) if ok else None
     if hint is str:
         return isinstance(value, str), value
@@ -241,7 +258,10 @@ def load_dataclass(cls: type, raw: Any, defaults: Any = None) -> tuple[Any, list
             values[f.name] = inner
             problems += [f"{f.name}.{p}" for p in inner_problems]
             continue
-        ok, converted = _matches(raw[f.name], hint)
+        try:
+            ok, converted = _matches(raw[f.name], hint)
+        except Exception:  # noqa: BLE001 - whatever a value does, it only costs its own field
+            ok, converted = False, None
         if ok:
             values[f.name] = converted
         else:

@@ -167,3 +167,18 @@ def test_the_package_never_uses_qsettings():
     assert not uses_qsettings('"""QSettings in a docstring is fine"""')
     for path in (REPO / "playground").rglob("*.py"):
         assert not uses_qsettings(path.read_text(encoding="utf-8")), path
+
+
+def test_a_huge_whole_number_for_a_float_is_a_wrong_value_not_a_crash(tmp_path):
+    huge = int("9" * 400)  # JSON reads it as an int; float() of it overflows
+    obj, problems = load_dataclass(Outer, {"lr": huge, "sigma": huge, "epochs": 4})
+    assert obj.lr == Outer().lr and obj.sigma is None and obj.epochs == 4
+    assert {p.split(" ")[0] for p in problems} == {"lr", "sigma"}
+    (tmp_path / "s.json").write_text('{"x": ' + "9" * 400 + "}")
+    assert Settings(tmp_path / "s.json").get_typed("x", float, 1.5) == 1.5
+
+
+def test_a_settings_path_that_is_not_a_regular_file_is_skipped(tmp_path):
+    (tmp_path / "s.json").symlink_to("/dev/zero")
+    s = Settings(tmp_path / "s.json")
+    assert s.get("device") is None and "not a regular file" in s.problems[0]

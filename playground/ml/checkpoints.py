@@ -30,6 +30,7 @@ import math
 import os
 import pickle
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -198,9 +199,12 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     side = path if path.suffix.lower() == ".json" else sidecar_path(path)
     name = _name(side)
     try:
-        if side.stat().st_size > MAX_SIDECAR_BYTES:
+        if not stat.S_ISREG(side.stat().st_mode):  # a FIFO would block, /dev/zero never end
+            raise BadFileError(f"{name} is not a regular file.")
+        with open(side, "rb") as f:
+            raw = f.read(MAX_SIDECAR_BYTES + 1)
+        if len(raw) > MAX_SIDECAR_BYTES:
             raise BadFileError(f"{name} is too large to be the description of a weights file.")
-        raw = side.read_bytes()
     except FileNotFoundError:
         return {}
     except (IsADirectoryError, PermissionError) as exc:
@@ -223,11 +227,15 @@ def _check_sidecar_tensors(side_name: str, side: dict, header: dict[str, dict]) 
     if not isinstance(listed, dict):
         raise BadFileError(f"{side_name} is damaged: its 'tensors' entry is not an object.")
     for key, shape in listed.items():
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            raise BadFileError(f"{side_name} is damaged: the shape it gives for {key!r} ({json.dumps(shape)[:60]}) "
+                               "is not a list of whole numbers.")
         if key not in header:
             raise BadFileError(f"{side_name} does not match its weights file: it lists a tensor {key!r} "
                                "that the weights file does not hold.")
         if shape != header[key]["shape"]:
-            shown = _shape_text(shape) if isinstance(shape, list) else repr(shape)
+            shown = _shape_text(shape)
             raise BadFileError(f"{side_name} does not match its weights file: tensor {key!r} is {shown} in the "
                                f"JSON but {_shape_text(header[key]['shape'])} in the weights.")
     for key in header:
@@ -304,8 +312,11 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             raise
         if "zip archive" in text or "central directory" in text or "file not found" in text.lower():
             raise BadFileError(f"{name} is truncated or damaged (not a complete PyTorch file).") from None
-        raise BadFileError(f"{name} could not be read: {text.strip().splitlines()[0][:200]}") from None
-    except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        first = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BadFileError(f"{name} could not be read: {first}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file can make torch's unpickler fail in any way
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise BadFileError(f"{name} could not be read as a PyTorch file ({first}).") from None
 
@@ -349,8 +360,18 @@ class _Refused(Exception):
     """Raised by an allow-listed callable: a clause saying what it refused, completed with the file's name."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves a global only through the allow-list: never imports what the file names."""
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Resolves a global only through the allow-list: never imports what the file names.
+
+    Built on pickle's pure-Python unpickler so that BUILD (set an object's state) can be
+    restricted too: the C unpickler would call ``__setstate__`` or ``setattr`` on whatever
+    is on the stack, an allow-listed function included (a file could rewrite its
+    ``__defaults__`` for every later load). Here BUILD applies only to numpy arrays and
+    dtypes (whose ``__setstate__`` checks the data against the shape) and plain attributes
+    of an OrderedDict (a state dict's ``_metadata``).
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: IO[bytes], allowed: Mapping[tuple[str, str], Callable], what: str,
                  persistent_load: Callable[[Any], Any] | None, encoding: str):
@@ -366,6 +387,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except (KeyError, TypeError):
             raise BadFileError(f"Could not open {self._what}: the safe loader refuses {module}.{name}, "
                                "which this kind of file has no need of (it could run code).") from None
+
+    def _load_build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if type(inst) is np.ndarray or isinstance(inst, np.dtype):
+            inst.__setstate__(state)
+        elif type(inst) is collections.OrderedDict and isinstance(state, dict) and \
+                all(isinstance(k, str) and not k.startswith("__") for k in state):
+            inst.__dict__.update(state)
+        else:
+            raise _Refused(f"it sets the state of a {type(inst).__name__}, which is not allowed")
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
 
 def restricted_load(file_or_bytes: bytes | bytearray | memoryview | IO[bytes] | str | os.PathLike,
@@ -417,6 +451,25 @@ def _numpy_reconstructors() -> tuple[Callable, Callable]:
     return _reconstruct, scalar
 
 
+class _NdarrayToken:
+    """What ``numpy.ndarray`` means in a restricted pickle: the argument ``_reconstruct`` expects.
+
+    Mapping the name to ``np.ndarray`` itself would let a file call it
+    (``ndarray((10**9, 3072), 'u1', buffer, 0, (0, 0))``: a huge array from a few bytes).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        raise _Refused("it calls numpy.ndarray directly, which is not allowed")
+
+
+def _reconstruct_array(subtype, shape, dtype) -> np.ndarray:
+    """numpy's ``_reconstruct`` as its pickles use it: an empty array, filled by BUILD
+    (whose ``__setstate__`` checks the data's length against the shape)."""
+    if subtype is not _NdarrayToken or tuple(shape) != (0,):
+        raise _Refused("it rebuilds a numpy array in a way numpy's own pickles never do")
+    return _reconstruct(np.ndarray, (0,), dtype)
+
+
 def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
     """``_codecs.encode`` as numpy pickles use it (bytes stored as latin-1 text), and nothing more.
 
@@ -431,11 +484,11 @@ def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") 
 _reconstruct, _scalar = _numpy_reconstructors()
 
 NUMPY_ARRAYS: dict[tuple[str, str], Callable] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_array,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_array,
     ("numpy.core.multiarray", "scalar"): _scalar,
     ("numpy._core.multiarray", "scalar"): _scalar,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayToken,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
@@ -467,9 +520,29 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         raise _Refused(f"a tensor in it has a {type(storage).__name__} for its storage")
     if backward_hooks:
         raise _Refused("a tensor in it carries backward hooks (code), which are not allowed")
+    _check_view(storage, storage_offset, size, stride)
     from torch._utils import _rebuild_tensor_v2 as rebuild
 
     return rebuild(storage, storage_offset, size, stride, requires_grad, collections.OrderedDict(), metadata)
+
+
+def _check_view(storage, offset, size, stride) -> None:
+    """Refuse a tensor view that reaches past its storage or has more elements than it
+    (a stride-0 view of one number, 10**6 x 10**6 in size, costs nothing to unpickle and
+    terabytes to use)."""
+    ints = lambda xs: isinstance(xs, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in xs)
+    if not (isinstance(offset, int) and offset >= 0 and ints(size) and ints(stride) and len(size) == len(stride)):
+        raise _Refused("a tensor in it has a malformed shape")
+    if any(v < 0 for v in size) or any(v < 0 for v in stride):
+        raise _Refused("a tensor in it has a negative size or stride")
+    elements = storage._size() if isinstance(storage, torch.TypedStorage) else storage.nbytes()
+    numel = math.prod(size)
+    if numel == 0:
+        return
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= elements or numel > elements:
+        raise _Refused(f"a tensor in it ({_shape_text(size)}) claims more elements than its storage holds")
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks) -> torch.nn.Parameter:

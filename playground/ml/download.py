@@ -62,10 +62,14 @@ def download(url: str, dest: str | Path, *, timeout: float = 20, md5: str | None
     finished = False
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
+            try:  # a server's header that is not a number means "unknown", as for http.client
+                total = max(0, int(response.headers.get("Content-Length") or 0))
+            except ValueError:
+                total = 0
             done = 0
             while True:
-                chunk = response.read(CHUNK_BYTES)
+                # read1: what has arrived (up to a chunk), so a slow server cannot hold a cancel for long
+                chunk = response.read1(CHUNK_BYTES) if hasattr(response, "read1") else response.read(CHUNK_BYTES)
                 if not chunk:
                     break
                 out.write(chunk)

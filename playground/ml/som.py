@@ -164,8 +164,8 @@ class SOMConfig:
                        "learning rate above 0 (for example 0.01).")
         if not (is_int(self.epochs) and 1 <= self.epochs <= 10000):
             bad.append(f"The number of epochs must be a whole number from 1 to 10000 (got {self.epochs!r}).")
-        if not (is_int(self.seed) and self.seed >= 0):
-            bad.append(f"The seed must be a whole number, 0 or more (got {self.seed!r}).")
+        if not (is_int(self.seed) and 0 <= self.seed <= 2**31 - 1):
+            bad.append(f"The seed must be a whole number from 0 to 2147483647 (got {self.seed!r}).")
         if not (is_int(self.snapshots) and 0 <= self.snapshots <= 10000):
             bad.append(f"The number of snapshots must be a whole number from 0 to 10000 (got {self.snapshots!r}).")
         if self.topology == "hexagonal" and self.toroidal and is_int(self.rows) and self.rows % 2:

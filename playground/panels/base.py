@@ -100,9 +100,11 @@ class JobRunner(QObject):
             self._stopping = True
             self.job.cancel()
             self.set_status("Stopping…")
+            if self.controls is not None and self.controls.pause_button is not None:
+                self.controls.pause_button.setEnabled(False)
 
     def toggle_pause(self) -> None:
-        if not self.running:
+        if not self.running or self._stopping:
             return
         if self.job.state == JobState.PAUSED:
             self.job.resume()
@@ -178,7 +180,6 @@ class JobRunner(QObject):
         self._stopping = False
         if self._on_ended_cb is not None:
             self._on_ended_cb(state)
-        self.stateChanged.emit(state)
 
 
 class Panel(QWidget):

@@ -7,6 +7,7 @@ the form, draws snapshots as they come, replays them with a slider, and answers 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dataclasses import dataclass, field
@@ -268,7 +269,7 @@ class SOMPanel(Panel):
     def make_config(self) -> tuple[somlib.SOMConfig | None, list[str]]:
         cfg = self._form_config()
         problems = cfg.validate()
-        if self.source.currentData() == CSV_KEY and not Path(self.csv_path.text().strip()).is_file():
+        if self.source.currentData() == CSV_KEY and not os.path.isfile(self.csv_path.text().strip()):
             problems.append("Choose a CSV file.")
         return (None if problems else cfg), problems
 

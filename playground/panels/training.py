@@ -8,9 +8,9 @@ manages the runs table.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
@@ -53,6 +53,9 @@ class TrainingSettings:
     smoothing: int = 60
     xaxis: str = "step"
     log: bool = False
+
+    def validate(self) -> dict[str, str]:
+        return {} if 0 <= self.smoothing <= 99 else {"smoothing": "from 0 to 99"}
 
 
 #: The curves of a run, in which plot, from which table.
@@ -327,7 +330,7 @@ class TrainingPanel(Panel):
                           device=self.ctx.device, name=self.run_name.text().strip())
         if not problems:
             problems = cfg.validate()
-        if cfg.dataset == IMAGE_FOLDER and cfg.folder and not Path(cfg.folder).is_dir():
+        if cfg.dataset == IMAGE_FOLDER and cfg.folder and not os.path.isdir(cfg.folder):
             problems["folder"] = f"{cfg.folder} is not a folder."
         return (None if problems else cfg), problems
 
@@ -409,6 +412,7 @@ class TrainingPanel(Panel):
                 if self.current:
                     self.current.status = runstore.DIVERGED
                 self.controls.set_status(item.message, error=True)
+                self._pending_status = ""  # (an epoch line must not cover the message)
                 self.ctx.show_message(item.message, 15000)
         self._flush(steps, epochs)
         self._dirty = True
@@ -512,6 +516,8 @@ class TrainingPanel(Panel):
             self.current = None
 
     def _on_ended(self, state: JobState) -> None:
+        if state != JobState.FINISHED:
+            self._pending_status = ""  # the failure's message (or "Stopped") stays on screen
         self._drop_empty_current()
         if self.current is not None:
             self.current.redraw(self.xaxis.currentData(), self.smoothing.value() / 100)

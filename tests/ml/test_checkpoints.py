@@ -301,13 +301,14 @@ def test_restricted_load_refuses_anything_else(tmp_path, evil, marker):
     assert not marker.exists()
 
 
-def test_restricted_load_never_imports_what_the_file_names():
-    module = "colorsys"  # a standard module nothing here imports
-    if module in sys.modules:
-        pytest.skip(f"{module} is already imported")
-    with pytest.raises(BadFileError, match=r"refuses colorsys\.rgb_to_hsv"):
-        ck.restricted_load(b"ccolorsys\nrgb_to_hsv\n(I1\nI1\nI1\ntR.", ck.NUMPY_ARRAYS, what="x")
-    assert module not in sys.modules
+def test_restricted_load_never_imports_what_the_file_names(tmp_path, monkeypatch):
+    # A module of our own, importable from tmp_path, that nothing else can have imported.
+    name = f"pg_canary_{os.getpid()}_{time.monotonic_ns()}"
+    (tmp_path / f"{name}.py").write_text("def f(*a):\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BadFileError, match=rf"refuses {name}\.f"):
+        ck.restricted_load(f"c{name}\nf\n(I1\ntR.".encode(), ck.NUMPY_ARRAYS, what="x")
+    assert name not in sys.modules
 
 
 def test_restricted_load_damaged_pickles():
@@ -352,3 +353,49 @@ def test_pickled_tensors_load_through_the_torch_allow_list(marker, evil):
     with pytest.raises(BadFileError, match="refuses"):
         ck.restricted_load(evil, ck.TORCH_TENSORS, what="the network pickle")
     assert not marker.exists()
+
+
+# -- from a review: what the allow-listed callables must not be made to do ---------------------
+def test_build_cannot_change_an_allowed_function():
+    before = (ck._latin1_encode.__defaults__, ck._latin1_encode.__doc__)
+    # GLOBAL _codecs.encode, then BUILD with a (None, {slots}) state: setattr on the function.
+    payload = b"c_codecs\nencode\nN}(V__defaults__\n(Vlatin1\nVignore\ntV__doc__\nVpwned\nu\x86b."
+    with pytest.raises(BadFileError, match="sets the state of a function"):
+        ck.restricted_load(payload, ck.NUMPY_ARRAYS, what="x")
+    assert (ck._latin1_encode.__defaults__, ck._latin1_encode.__doc__) == before
+
+
+def test_numpy_ndarray_cannot_be_called_to_make_a_huge_array():
+    # ndarray((10**9, 3072), 'u1', b'x', 0, (0, 0)): 2.8 TiB from a few bytes, if it were callable.
+    payload = (b"cnumpy\nndarray\n((I1000000000\nI3072\ntVu1\nC\x01xI0\n(I0\nI0\nttR.")
+    with pytest.raises(BadFileError, match="numpy.ndarray directly"):
+        ck.restricted_load(payload, ck.NUMPY_ARRAYS, what="x")
+
+
+def test_a_tensor_view_larger_than_its_storage_is_refused():
+    storage = torch.ones(1).untyped_storage()
+    with pytest.raises(ck._Refused, match="more elements than its storage"):
+        ck._rebuild_tensor_v2(storage, 0, (10**6, 10**6), (0, 0))
+    with pytest.raises(ck._Refused):
+        ck._rebuild_tensor_v2(storage, 0, (2,), (-1,))
+    ck._check_view(torch.arange(6.0).untyped_storage(), 0, (2, 3), (3, 1))  # a plain view is fine
+    with pytest.raises(ck._Refused):
+        ck._check_view(torch.arange(6.0).untyped_storage(), 30, (2, 3), (3, 1))  # past the end
+
+
+@pytest.mark.parametrize("shape", [["x", 4], [[8], 4], [8, 4, None], [8.5, 4], [True, 4], "8x4"])
+def test_a_sidecar_shape_that_is_not_whole_numbers_is_a_bad_file(tmp_path, shape):
+    path = ck.save_weights(tmp_path / "w.safetensors", {"w": torch.zeros(8, 4)})
+    side = json.loads(ck.sidecar_path(path).read_text())
+    side["tensors"]["w"] = shape
+    ck.sidecar_path(path).write_text(json.dumps(side))
+    with pytest.raises(BadFileError):
+        ck.load_weights(path)
+
+
+def test_a_sidecar_that_is_not_a_regular_file_is_refused(tmp_path):
+    path = ck.save_weights(tmp_path / "w.safetensors", {"w": torch.zeros(2)})
+    ck.sidecar_path(path).unlink()
+    ck.sidecar_path(path).symlink_to("/dev/zero")
+    with pytest.raises(BadFileError, match="not a regular file"):
+        ck.load_weights(path)

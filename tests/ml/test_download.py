@@ -145,3 +145,34 @@ def test_only_wrong_checksums_is_a_bad_file_not_offline(server, tmp_path):
         _drain(cached_download([DEAD + "a", server.url + "/other.bin"], tmp_path / "x.bin", md5=MD5))
     assert not isinstance(info.value, OfflineError)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_content_length_that_is_not_a_number_counts_as_unknown(tmp_path):
+    import http.server
+    import threading
+
+    body = b"hello world" * 100
+
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server API
+            self.send_response(200)
+            self.send_header("Content-Length", "12abc")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        gen = download(f"http://127.0.0.1:{httpd.server_address[1]}/f.bin", tmp_path / "f.bin")
+        fractions = []
+        try:
+            while True:
+                fractions.append(next(gen).fraction)
+        except StopIteration as stop:
+            path = stop.value
+        assert path.read_bytes() == body and set(fractions) == {None}
+    finally:
+        httpd.shutdown()

@@ -211,7 +211,38 @@ def test_wrong_typed_saved_settings_open_the_window_with_defaults(qtbot, tmp_pat
     assert som.rows.value() == 10
     assert any("Training" in m and "batch_size" in m for m in messages)
     assert win.tabs.currentIndex() == 0
+    # ...and the user sees it: the message reaches the status bar once the window runs.
+    qtbot.waitUntil(lambda: "batch_size" in win.statusBar().currentMessage(), timeout=2000)
     win.close()
+
+
+def test_one_out_of_range_value_costs_only_its_own_field(qtbot, tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({
+        "training": {"config": {"seed": 2**40, "epochs": 3}, "smoothing": 2**70},
+        "som": {"config": {"seed": 2**63, "rows": 7}, "csv": "/data/x.csv"}}))
+    win = MainWindow(AppContext(Settings(tmp_path / "s.json")))
+    qtbot.addWidget(win)
+    from playground.panels.som import SOMPanel
+    from playground.panels.training import TrainingPanel
+
+    training, som = win.panel(TrainingPanel), win.panel(SOMPanel)
+    assert training.epochs.value() == 3 and training.seed.value() == 0 and training.smoothing.value() == 60
+    assert som.csv_path.text() == "/data/x.csv"
+    win.close()
+
+
+def test_a_path_too_long_for_the_system_is_a_form_error_not_a_dead_button(qtbot, window):
+    from playground.panels.training import TrainingPanel
+
+    panel = window.panel(TrainingPanel)
+    panel.dataset.setCurrentIndex(panel.dataset.findData("folder"))
+    panel.folder.setText("/" + "x" * 300)
+    panel.start()
+    assert not panel.running and "is not a folder" in panel.form_error.text()
+    panel.save_settings()  # and the rest of the settings are still saved
+    panel.smoothing.setValue(33)
+    panel.save_settings()
+    assert window.ctx.settings.get("training")["smoothing"] == 33
 
 
 def test_a_run_folder_of_the_wrong_shape_does_not_stop_the_app(qtbot, tmp_path):

@@ -88,6 +88,8 @@ class TrainConfig:
             bad["dropout"] = "Dropout must be at least 0 and below 1."
         if not (0 <= self.momentum < 1):
             bad["momentum"] = "Momentum must be at least 0 and below 1."
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= 2**31 - 1):
+            bad["seed"] = "The seed must be a whole number from 0 to 2147483647."
         if not (0 < self.val_fraction < 1):
             bad["val_fraction"] = "The validation fraction must be between 0 and 1."
         if not (isinstance(self.image_size, int) and 4 <= self.image_size <= 256):
