@@ -71,6 +71,7 @@ def _train_parser(sub) -> None:
 def train_main(args: argparse.Namespace) -> int:
     from .devices import parse_device
     from .errors import UserError, friendly_message
+    from .ml.training import runs as runstore
     from .ml.training.runs import RunStore
     from .ml.training.trainer import Diverged, EpochPoint, RunStarted, TrainConfig, run_to_end
 
@@ -111,7 +112,7 @@ def train_main(args: argparse.Namespace) -> int:
             return 1
     best = f"{result.best_val_acc:.2%}" if result.best_val_acc is not None else "n/a"
     print(f"{result.status}: best val acc {best} in {result.seconds:.1f} s")
-    return 0 if result.status == "finished" else 1
+    return 0 if result.status == runstore.FINISHED else 1
 
 
 def main(argv: list[str] | None = None) -> int:

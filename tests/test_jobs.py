@@ -35,7 +35,7 @@ def test_results_arrive_in_order_and_coalesced(qtbot, pool):
         pass
     assert got["items"] == list(range(20000))
     assert got["finished"] == "done"
-    assert job.state == "finished"
+    assert job.state == JobState.FINISHED
     # 20,000 yields must not become 20,000 GUI events.
     assert got["batches"] < 2000
 
@@ -74,13 +74,13 @@ def test_cancel_stops_a_job_that_yields_every_tenth_of_a_second(qtbot, pool):
             closed.set()
 
     job = pool.submit(slow)
-    qtbot.waitUntil(lambda: job.state == "running", timeout=5000)
+    qtbot.waitUntil(lambda: job.state == JobState.RUNNING, timeout=5000)
     t0 = time.monotonic()
     job.cancel()
     with qtbot.waitSignal(job.ended, timeout=5000) as blocker:
         pass
     elapsed = time.monotonic() - t0
-    assert blocker.args == ["cancelled"]
+    assert blocker.args == [JobState.CANCELLED]
     assert closed.is_set(), "the generator's finally block must run on cancel"
     assert elapsed < 1.5  # the spec is 0.5 s; generous for a loaded CI machine
 
@@ -98,7 +98,7 @@ def test_inner_loops_can_poll_for_cancel(qtbot, pool):
     job.cancel()
     with qtbot.waitSignal(job.ended, timeout=5000) as blocker:
         pass
-    assert blocker.args == ["cancelled"]
+    assert blocker.args == [JobState.CANCELLED]
 
 
 def test_exception_becomes_message_and_partial_results_stay(qtbot, pool):
@@ -111,7 +111,7 @@ def test_exception_becomes_message_and_partial_results_stay(qtbot, pool):
     got = collect(job)
     with qtbot.waitSignal(job.ended, timeout=5000):
         pass
-    assert job.state == "failed"
+    assert job.state == JobState.FAILED
     assert got["items"] == [1, 2]
     assert "ValueError" in got["failed"] and "NaN in column 3" in got["failed"]
     assert "Traceback" not in got["failed"]
@@ -129,7 +129,7 @@ def test_pause_and_resume(qtbot, pool):
     job = pool.submit(ticking)
     qtbot.waitUntil(lambda: count[0] > 3, timeout=5000)
     job.pause()
-    assert job.state == "paused"
+    assert job.state == JobState.PAUSED
     qtbot.wait(100)
     frozen = count[0]
     qtbot.wait(300)
@@ -186,7 +186,7 @@ def test_jobs_on_different_devices_run_side_by_side(qtbot, pool):
     b = pool.submit(job, "b", "a", device="cuda:0")
     with qtbot.waitSignals([a.ended, b.ended], timeout=10000):
         pass
-    assert a.state == b.state == "finished"
+    assert a.state == b.state == JobState.FINISHED
 
 
 def test_shutdown_cancels_and_joins_running_jobs(qtbot):
@@ -208,7 +208,7 @@ def test_shutdown_cancels_and_joins_running_jobs(qtbot):
     assert pool.shutdown(timeout_s=5)
     assert time.monotonic() - t0 < 3
     assert pool._threads == []  # cleared only once every thread has stopped
-    assert [j.state for j in jobs] == ["cancelled"] * 3
+    assert [j.state for j in jobs] == [JobState.CANCELLED] * 3
     # Results yielded before the shutdown are still delivered.
     assert all(g["items"] for g in got)
     with pytest.raises(RuntimeError):

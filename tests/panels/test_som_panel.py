@@ -47,7 +47,7 @@ def train_small(qtbot, panel, source="iris", topology="hexagonal", mode="batch",
     panel.epochs.setValue(5)
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not panel.running, timeout=60000)
-    assert panel.job.state == "finished", panel.status.text()
+    assert panel.job.state == JobState.FINISHED, panel.status.text()
 
 
 def test_train_a_map_and_switch_views(qtbot, panel):
@@ -213,7 +213,7 @@ def test_bad_csv_gives_a_message(qtbot, panel, tmp_path):
     panel.csv_path.setText(str(bad))
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not panel.running, timeout=30000)
-    assert panel.job.state == "failed"
+    assert panel.job.state == JobState.FAILED
     assert "numeric" in panel.status.text().lower()
     assert "Traceback" not in panel.status.text()
 
@@ -271,7 +271,7 @@ def test_csv_label_column_by_choice(qtbot, panel, tmp_path, text):
     panel.cols.setValue(3)
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not panel.running, timeout=30000)
-    assert panel.job.state == "finished", panel.status.text()
+    assert panel.job.state == JobState.FINISHED, panel.status.text()
     assert panel.data.x.shape == (4, 2)
     assert panel.data.label_names == ["x", "y"]
 

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QTableWidgetSelectionRange
 
 from playground.app import AppContext, MainWindow
+from playground.jobs import JobState
 from playground.devices import available_devices, device_label
 from playground.settings import Settings
 from playground.panels.training import TrainingPanel, ema
@@ -143,7 +144,7 @@ def test_runs_table_reopen_compare_and_delete(qtbot, window):
     out = str(window.ctx.settings.file_name()) + ".csv"
     job = panel.export_selected(out)
     qtbot.waitUntil(lambda: job.is_done, timeout=10000)
-    assert job.state == "finished"
+    assert job.state == JobState.FINISHED
     import csv
 
     with open(out) as f:
@@ -230,7 +231,7 @@ def test_closing_the_window_while_training_stops_everything(qtbot, tmp_path):
     win.close()
     assert time.monotonic() - t0 < 5
     assert all(not t.isRunning() for t in win.pool._threads)
-    assert panel.job.state == "cancelled"
+    assert panel.job.state == JobState.CANCELLED
 
 
 def test_ema_matches_tensorboard_smoothing():
@@ -255,7 +256,7 @@ def test_shortcuts_belong_to_the_visible_tab(qtbot, window):
     assert not window.panel(SOMPanel).running
     qtbot.keyClick(panel.lr, Qt.Key.Key_Period, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: not panel.running, timeout=10000)
-    assert panel.job.state in ("cancelled", "finished")
+    assert panel.job.state in (JobState.CANCELLED, JobState.FINISHED)
 
 
 def test_first_launch_shows_the_default_config(window):
