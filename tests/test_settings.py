@@ -147,7 +147,7 @@ def test_a_crafted_settings_file_runs_nothing_when_the_app_starts(tmp_path):
         win.close()
     """, tmp_path)
     assert started.returncode == 0, started.stderr
-    assert "tabs 2" in started.stdout
+    assert "tabs 3" in started.stdout
     assert not marker.exists()
 
 

@@ -27,6 +27,7 @@ class PanelSpec:
 PANELS: list[PanelSpec] = [
     PanelSpec("playground.panels.training", "TrainingPanel", "&Training"),
     PanelSpec("playground.panels.som", "SOMPanel", "&SOM"),
+    PanelSpec("playground.panels.drag", "DragPanel", "&Drag"),
 ]
 
 

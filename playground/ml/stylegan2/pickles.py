@@ -554,10 +554,12 @@ def file_format(path: str | os.PathLike) -> str:
         raise BadFileError(f"{name} cannot be read (permission denied).") from None
     if not head:
         raise BadFileError(f"{name} is empty.")
-    if head[0] == 0x80:
-        return FORMAT_PICKLE
+    # The safetensors test first: its 8-byte little-endian header length may well start
+    # with 0x80 (a 128-byte header, say), which is also pickle's protocol opcode.
     if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
         return FORMAT_SAFETENSORS
+    if head[0] == 0x80:
+        return FORMAT_PICKLE
     if head.startswith(b"PK"):
         raise BadFileError(f"{name} is a PyTorch checkpoint (torch.save), not a StyleGAN2 network pickle "
                            "or generator file.")

@@ -47,7 +47,6 @@ from ...progress import Progress
 from .. import checkpoints
 from ..training import runs as runstore
 
-GENERATOR_KIND = "stylegan2-generator"  # the "kind" in a saved generator's JSON sidecar
 
 
 @dataclass
@@ -58,8 +57,8 @@ class FaceGANConfig:
     z_dim: int = 256
     w_dim: int = 256
     mapping_layers: int = 8
-    channel_base: int = 4096  # channels at resolution r: min(channel_base / r, channel_max)
-    channel_max: int = 256
+    channel_base: int = 2048  # channels at resolution r: min(channel_base / r, channel_max)
+    channel_max: int = 128
     batch: int = 16
     kimg: float = 200.0  # thousands of real images shown to D
     dataset_size: int = 20000
@@ -180,9 +179,10 @@ def sample_grid(G_ema, z: torch.Tensor, psi: float = 1.0) -> np.ndarray:
 
 
 def save_generator_file(G, path: Path, sidecar: dict) -> Path:
-    """Our own format: .safetensors + JSON with what rebuilds it (``init_kwargs``) and what made it."""
-    return checkpoints.save_weights(path, dict(G.state_dict()), {"kind": GENERATOR_KIND,
-                                                                  "init_kwargs": G.init_kwargs, **sidecar})
+    """Our own format (.safetensors + JSON with ``init_kwargs`` and what made it), through the loader's module."""
+    from .pickles import save_generator
+
+    return save_generator(G, path, sidecar)
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def train(cfg: FaceGANConfig, store: runstore.RunStore | None = None, out: Path 
             total_d = d_loss
             if step % cfg.r1_interval == 0 and cfg.r1_gamma > 0:
                 penalty = r1_penalty(D, reals)
-                last_r1 = float(penalty.mean())
+                last_r1 = float(penalty.detach().mean())
                 total_d = total_d + penalty.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
             opt_d.zero_grad(set_to_none=True)
             total_d.backward()

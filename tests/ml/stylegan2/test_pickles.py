@@ -509,3 +509,10 @@ def test_the_embedded_default_loads_from_resources(tmp_path, monkeypatch):
             break
     assert isinstance(loaded.model, Generator) and loaded.source == ""
     assert loaded.name == "Procedural faces (embedded)" and loaded.format == pickles.FORMAT_SAFETENSORS
+
+
+def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_is_safetensors(tmp_path):
+    # A 128-byte header: its length's first byte is 0x80, pickle's protocol opcode.
+    path = tmp_path / "g.safetensors"
+    path.write_bytes((128).to_bytes(8, "little") + b"{" + b" " * 127)
+    assert pickles.file_format(path) == pickles.FORMAT_SAFETENSORS
