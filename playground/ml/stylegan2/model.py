@@ -42,12 +42,14 @@ How it is made fast (CPU first)
   weight gradient, only elementwise products. Batches use the grouped-convolution trick when
   no weight gradient is needed, the shared-weight form otherwise (training).
 - Demodulation coefficients come from ``s^2 @ sum_k W^2`` (an [N, I] x [I, O] product) rather
-  than from the [N, O, I, k, k] modulated weight.
+  than from the [N, O, I, k, k] modulated weight; ``sum_k W^2`` is kept while W is frozen.
 - The bias, noise, activation gain and demodulation are applied in one ``addcmul`` followed by
   an in-place leaky ReLU (the gain sqrt(2) is folded in: lrelu(a) * g == lrelu(a * g), g > 0).
-- The 4x4 filter is separable: two 4-tap depthwise convolutions instead of one 16-tap one.
+  Dense layers get their equalisation gains through ``addmm``'s alpha and beta.
 - ToRGB is a batched matrix product; ``stop_at_feature`` skips the blocks above the feature
-  block and every ToRGB layer.
+  block and every ToRGB layer; ``const_ws_from`` tells the layers which ws need no gradient.
+- Tried and dropped (slower end to end on a 2-core CPU): channels-last activations, and a
+  separable filter (two 4-tap depthwise convolutions) instead of one 4x4 depthwise one.
 """
 
 from __future__ import annotations

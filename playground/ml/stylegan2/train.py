@@ -193,6 +193,9 @@ def train(cfg: FaceGANConfig, store: runstore.RunStore | None = None, out: Path 
     if problems:
         raise ValueError(" ".join(problems.values()))
     device = torch.device(cfg.device)
+    # Tiny (denormal) floats appear as a GAN trains and make CPU arithmetic many times slower:
+    # flush them to zero (no effect on the results worth the name, none on a GPU).
+    torch.set_flush_denormal(True)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

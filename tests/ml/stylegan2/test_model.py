@@ -10,6 +10,7 @@ run in float64, where the two routes must agree to ~1e-12; the tolerance asked f
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -584,3 +585,17 @@ def test_const_ws_from_stops_gradients_without_changing_the_result():
     ws = _ws(G, 1).requires_grad_(True)
     G.synthesis(ws, const_ws_from=k).sum().backward()
     assert (ws.grad[:, :k].abs().sum(dim=2) > 0).all() and (ws.grad[:, k:] == 0).all()
+
+
+def test_a_deep_copy_is_independent():
+    """The trainer keeps G_ema as a deep copy: its layer lists must point at its own modules."""
+    G = _tiny_generator()
+    G_ema = copy.deepcopy(G)
+    ws = _ws(G, 1)
+    before = G_ema.synthesis(ws)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(0.5)
+    torch.testing.assert_close(G_ema.synthesis(ws), before)
+    assert not torch.allclose(G.synthesis(ws), before)
+    assert all(b is getattr(G_ema.synthesis, f"b{b.resolution}") for b in G_ema.synthesis.blocks)
