@@ -88,8 +88,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """FD between two sets of feature rows, by the formula in the module docstring."""
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    root = root.real
+    root = linalg.sqrtm(cov_a @ cov_b)
+    root = np.real(root)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
 
 

@@ -266,7 +266,7 @@ def train(cfg: FaceGANConfig, store: runstore.RunStore | None = None, out: Path 
             step += 1
             ema_nimg = min(cfg.ema_kimg * 1000, nimg * cfg.ema_rampup) if cfg.ema_rampup else cfg.ema_kimg * 1000
             update_ema(G_ema, G, 0.5 ** (cfg.batch / max(ema_nimg, 1e-8)))
-            g, d = float(g_loss), float(d_loss)
+            g, d = float(g_loss.detach()), float(d_loss.detach())
             if not (math.isfinite(g) and math.isfinite(d)):
                 status = runstore.DIVERGED
                 raise ArithmeticError(f"The GAN losses became {g} / {d} at step {step}: training diverged.")
