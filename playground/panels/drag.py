@@ -27,6 +27,7 @@ from ..jobs import JobState
 from ..learn.drag import drag_sheet
 from ..ml import draggan
 from ..ml.stylegan2 import pickles
+from ..ml.stylegan2 import project as projection
 from ..widgets.forms import JobControls, button, compact_form
 from ..widgets.image_view import ImageView, Point
 from ..widgets.model_picker import ModelPicker
@@ -102,6 +103,13 @@ def drag_job(G, ws, handles, targets, mask, config, device: str):
     return (yield from session.run(handles, targets, mask))
 
 
+def _projection_job(path: str, G, steps: int, device: str):
+    """The job behind "Open your picture…": read it, project it, give (ws, picture of ws)."""
+    picture = projection.load_picture(path)
+    ws = yield from projection.project(G, picture, steps=steps, device=device)
+    return ws, draggan.render(G, ws.to(device))
+
+
 class DragPanel(Panel):
     title = "&Drag"
     settings_key = "drag"
@@ -131,7 +139,8 @@ class DragPanel(Panel):
         split.setStretchFactor(1, 1)
         root.addWidget(self.with_learn(split, self.learn_sheet()))
         self.runner.disable_while_running(self.picker, self.seed, self.psi, self.space, self.method,
-                                          self.undo_button, self.redo_button, self.load_latent_button)
+                                          self.undo_button, self.redo_button, self.load_latent_button,
+                                          self.project_button)
         self.picker.modelChanged.connect(self._on_model)
         self.picker.restore() if hasattr(self.picker, "restore") else self.picker.load_default()
 
@@ -197,6 +206,14 @@ class DragPanel(Panel):
         self.load_latent_button = button("Load latent…", lambda: self.load_latent(),
                                          "A latent saved here, or DragGAN's .npy")
         row.addWidget(self.load_latent_button)
+        form.addRow(row)
+        self.project_button = button("Open your picture…", lambda: self.open_picture(),
+                                     "Project a picture into the model's W+ (by optimisation), then drag it")
+        self.project_steps = QSpinBox(minimum=10, maximum=5000, value=300)
+        self.project_steps.setToolTip("Projection steps")
+        row = QHBoxLayout()
+        row.addWidget(self.project_button, 1)
+        row.addWidget(self.project_steps)
         form.addRow(row)
         self.controls = JobControls(self, form, start_text="Start", start_tip="Drag the handles to their targets",
                                     stop_tip="Stop dragging; the picture so far stays", start=self.start,
@@ -502,6 +519,46 @@ class DragPanel(Panel):
             return None
         self.ctx.show_message(f"Saved the latent to {path}")
         return path
+
+    def open_picture(self, path: str | None = None):
+        """Project a picture into W+ (a job: its reconstruction is shown as it improves); then it can be dragged."""
+        if self.G is None or self.running:
+            return None
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a picture to drag", "",
+                                                  "Pictures (*.png *.jpg *.jpeg *.bmp *.webp);;All files (*)")
+        if not path:
+            return None
+        self._before = Edit(self.current.ws, self.current.image, list(self.handles), list(self.targets)) \
+            if self.current is not None else None
+        return self.runner.start(_projection_job, path, self.G, self.project_steps.value(), self.runner.device,
+                                 name="Project a picture", interactive=True, on_results=self._on_projection,
+                                 on_ended=self._on_projected)
+
+    def _on_projection(self, items: list) -> None:
+        steps = [i for i in items if isinstance(i, projection.ProjectionStep)]
+        if not steps:
+            return
+        last = steps[-1]
+        image = next((s.image for s in reversed(steps) if s.image is not None), None)
+        if image is not None:
+            self.view.set_image(image)
+        feature = "" if math.isnan(last.feature_loss) else f", feature loss {last.feature_loss:.4f}"
+        self.info.setText(f"Projecting: step {last.step}/{last.steps}, pixel loss {last.pixel_loss:.4f}{feature}")
+
+    def _on_projected(self, state: JobState) -> None:
+        if state == JobState.FINISHED and self.job.value is not None:
+            ws, image = self.job.value
+            if self._before is not None:
+                self.undo_stack.append(self._before)
+                self.redo_stack.clear()
+            self.current = Edit(ws, image)
+            self.view.set_image(image)
+            self.reset_points()
+            self.controls.set_status("Projected: this is the model's closest picture. Add points and drag it.")
+        elif self.current is not None:
+            self.view.set_image(self.current.image)
+        self._before = None
 
     def load_latent(self, path: str | None = None):
         if self.G is None or self.running:

@@ -99,3 +99,24 @@ def test_save_the_picture_and_the_latent_then_load_it_back(qtbot, panel, tmp_pat
     job = panel.load_latent(saved)
     qtbot.waitUntil(lambda: job.is_done, timeout=20000)
     assert np.array_equal(panel.current.image, image)
+
+
+def test_open_your_picture_projects_it_and_it_can_be_undone(qtbot, panel, tmp_path):
+    from PIL import Image
+
+    before = panel.current.image.copy()
+    pic = tmp_path / "me.png"
+    Image.fromarray(np.full((40, 60, 3), (200, 120, 90), np.uint8)).save(pic)
+    panel.project_steps.setValue(20)
+    job = panel.open_picture(str(pic))
+    assert job is not None
+    qtbot.waitUntil(lambda: not panel.running, timeout=60000)
+    assert job.state == JobState.FINISHED, panel.controls.status.text()
+    assert "Projected" in panel.controls.status.text() and not np.array_equal(panel.current.image, before)
+    panel.undo()
+    assert np.array_equal(panel.current.image, before)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    job = panel.open_picture(str(bad))
+    qtbot.waitUntil(lambda: not panel.running, timeout=20000)
+    assert job.state == JobState.FAILED and "not a picture" in panel.controls.status.text()
