@@ -110,6 +110,7 @@ class QualityReport:
     floor: float  # FD between two independent sets of rendered faces
     scores: dict[str, float]  # model label -> FD to rendered faces
     r2: float  # the feature network's held-out R^2 on the renderer's parameters
+    net: FaceFeatures | None = None
 
 
 def evaluate(models: dict[str, object], resolution: int = 64, n: int = 2000, seed: int = 0) -> QualityReport:
@@ -121,7 +122,18 @@ def evaluate(models: dict[str, object], resolution: int = 64, n: int = 2000, see
     ref = features_of(net, FaceDataset(size=resolution, n=n, seed=seed + 200).images)
     other = features_of(net, FaceDataset(size=resolution, n=n, seed=seed + 300).images)
     scores = {label: frechet_distance(ref, features_of(net, generate(G, n, seed=seed))) for label, G in models.items()}
-    return QualityReport(frechet_distance(ref, other), scores, r2)
+    return QualityReport(frechet_distance(ref, other), scores, r2, net)
+
+
+def save_feature_net(net: FaceFeatures, path, resolution: int, r2: float, command: str = "") -> None:
+    """Ship the feature network (the projector's feature loss uses it): .safetensors + JSON of what made it."""
+    from .. import checkpoints
+
+    checkpoints.save_weights(path, dict(net.state_dict()), {
+        "kind": "face-features", "resolution": resolution, "n_params": net.head.out_features,
+        "n_features": net.head.in_features, "width": 32, "heldout_r2": round(r2, 4), "command": command,
+        "made_by": "playground.ml.stylegan2.quality.train_feature_net", "seed": 0,
+        "training_data": "6000 procedural faces (playground.ml.stylegan2.faces, seed 100)"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("models", nargs="+", help="generator files (.safetensors + .json, or official pickles)")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-features", default="", help="also keep the feature network here (.safetensors)")
     args = p.parse_args(argv)
     from .pickles import load_generator
 
@@ -139,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"floor (rendered vs rendered): FD {report.floor:.2f}")
     for label, score in report.scores.items():
         print(f"{label}: FD {score:.2f}")
+    if args.save_features:
+        command = "python -m playground.ml.stylegan2.quality " + " ".join(argv if argv is not None else sys.argv[1:])
+        save_feature_net(report.net, args.save_features, resolution, report.r2, command)
+        print(f"feature network saved to {args.save_features}")
     return 0
 
 

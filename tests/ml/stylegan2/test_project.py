@@ -51,3 +51,20 @@ def test_pictures_are_cropped_and_resized_and_bad_ones_refused(tmp_path):
     bad.write_bytes(b"not a picture")
     with pytest.raises(UserError, match="not a picture"):
         load_picture(bad)
+
+
+def test_the_shipped_feature_network_format_round_trips(tmp_path, monkeypatch):
+    from playground.ml.stylegan2 import project as proj
+    from playground.ml.stylegan2.quality import FaceFeatures, save_feature_net
+
+    net = FaceFeatures(5, 16).eval()
+    path = tmp_path / "ff.safetensors"
+    save_feature_net(net, path, 16, 0.5)
+    monkeypatch.setattr(proj, "FEATURES_FILE", path)
+    back = proj.load_feature_net(16)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.allclose(back.features(x), net.features(x))
+    assert proj.load_feature_net(32) is None  # made for another resolution: not used
+    G = tiny()
+    items, _ = run(project(G, np.zeros((16, 16, 3), np.uint8), steps=3, feature_net=back))
+    assert all(np.isfinite(i.feature_loss) for i in items if isinstance(i, ProjectionStep))
