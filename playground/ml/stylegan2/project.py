@@ -98,7 +98,7 @@ def load_feature_net(resolution: int):
 
 def _pyramid_loss(a: torch.Tensor, b: torch.Tensor, levels: int = 3) -> torch.Tensor:
     loss = a.new_zeros(())
-    for k in range(levels):
+    for _ in range(levels):
         loss = loss + F.mse_loss(a, b)
         if min(a.shape[-2:]) < 8:
             break

@@ -332,8 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = FaceGANConfig(**{f.name: getattr(args, f.name) for f in fields(FaceGANConfig)})
     command = "python -m playground.ml.stylegan2.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    import signal
+
     from ...devices import configure_torch_threads
 
+    def stop_on_term(signum, frame):  # a background run (where Ctrl-C is ignored) stops on SIGTERM
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     configure_torch_threads()
     gen = train(cfg, None if args.no_run else runstore.RunStore(), Path(args.out) if args.out else None,
                 Path(args.resume) if args.resume else None, command)
