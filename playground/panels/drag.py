@@ -298,8 +298,11 @@ class DragPanel(Panel):
             return
         if self.render_job is not None and not self.render_job.is_done:
             self.render_job.cancel()
-        job = self.ctx.pool.submit(render_job, self.G, self.seed.value(), self.psi.value(), self.runner.device,
-                                   name="Render a face", interactive=True, device=self.runner.device)
+        try:
+            job = self.ctx.pool.submit(render_job, self.G, self.seed.value(), self.psi.value(), self.runner.device,
+                                       name="Render a face", interactive=True, device=self.runner.device)
+        except RuntimeError:  # the window is closing: the pool takes no more work
+            return None
         self.render_job = job
 
         def done(result) -> None:
