@@ -329,6 +329,16 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: Mapping[str, Any
     missing and first unexpected key (with counts), or the first key whose shape differs
     (both shapes), which is what a person needs to see which model the file was for.
     """
+    check_state_dict(module, state_dict, what=what)
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise BadFileError(f"The weights do not fit {what}: {first}") from None
+
+
+def check_state_dict(module: torch.nn.Module, state_dict: Mapping[str, Any], *, what: str = "the model") -> None:
+    """The keys and shapes of :func:`load_state_dict_strict`, without loading (a skeleton on "meta" will do)."""
     if not isinstance(state_dict, Mapping):
         raise BadFileError(f"The weights for {what} are a {type(state_dict).__name__}, not a table of tensors.")
     expected = module.state_dict()
@@ -348,11 +358,6 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: Mapping[str, Any
         if tuple(got.shape) != tuple(want.shape):
             raise BadFileError(f"The weights do not fit {what}: {key!r} is {_shape_text(got.shape)} in the file "
                                f"but {_shape_text(want.shape)} in the model.")
-    try:
-        module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise BadFileError(f"The weights do not fit {what}: {first}") from None
 
 
 # -- restricted unpickling -------------------------------------------------------------------

@@ -485,21 +485,7 @@ def build_generator(init_kwargs: dict, state_dict: Mapping[str, torch.Tensor], n
 def _check_fits(skeleton: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
     """load_state_dict_strict's checks of keys and shapes, against a skeleton that has no memory
     (loading into it would only warn about every key that copying to "meta" does nothing)."""
-    expected = skeleton.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first {missing[0]!r})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
-        raise BadFileError(f"The weights do not fit {what}: {' and '.join(parts)} of {len(expected)} expected.")
-    for key, want in expected.items():
-        got = state_dict[key]
-        if tuple(got.shape) != tuple(want.shape):
-            raise BadFileError(f"The weights do not fit {what}: {key!r} is {_shape_text(got.shape)} in the file "
-                               f"but {_shape_text(want.shape)} in the model.")
+    checkpoints.check_state_dict(skeleton, state_dict, what=what)
 
 
 def _shape_text(shape) -> str:
