@@ -64,4 +64,4 @@ def drag_sheet(method: str = "draggan") -> Sheet:
             "If the handle stops following (the distance stalls while the motion loss stays high), tracking "
             "lost it: the features around it changed too much; FreeDrag's template and short sub-motions are "
             "meant for that. A painted mask keeps everything outside it (λ large) and makes edits local.")
-    return Sheet(f"Learn: {'DragGAN' if method == 'draggan' else 'FreeDrag'}", formulas, note)
+    return Sheet('DragGAN' if method == 'draggan' else 'FreeDrag', formulas, note)
