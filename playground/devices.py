@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -106,6 +107,43 @@ def memory_summary(key: str) -> str:
     return text
 
 
+def _read_numbers(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> int | None:
+    """The cores a cgroup CPU quota allows (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
+    v2 = _read_numbers(os.path.join(root, "cpu.max"))  # "<quota> <period>" or "max <period>"
+    v1 = _read_numbers(os.path.join(root, "cpu", "cpu.cfs_quota_us")) + \
+        _read_numbers(os.path.join(root, "cpu", "cpu.cfs_period_us"))
+    for pair in (v2[:2], v1[:2]):
+        try:
+            quota, period = float(pair[0]), float(pair[1])
+        except (IndexError, ValueError):  # "max", or no such file
+            continue
+        if quota > 0 and period > 0:
+            return max(1, math.ceil(quota / period))
+    return None
+
+
+def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The cores this process may really use: its CPU affinity, capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` counts the host's cores; a container limited to 2 of 64 would then
+    start 63 spinning torch threads on 2 cores, which slows it down a hundredfold.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cgroup_root)
+    return max(1, cores if limit is None else min(cores, limit))
+
+
 def configure_torch_threads() -> int:
     """Leave one core to the GUI: torch gets ``cores - 1`` intra-op threads (at least 1).
 
@@ -116,6 +154,6 @@ def configure_torch_threads() -> int:
     import torch
 
     wanted = os.environ.get("PLAYGROUND_TORCH_THREADS")
-    n = int(wanted) if wanted else max(1, (os.cpu_count() or 2) - 1)
+    n = int(wanted) if wanted else max(1, usable_cores() - 1)
     torch.set_num_threads(n)
     return n

@@ -1,6 +1,8 @@
 """Shared test set-up: headless Qt, and every file the app writes kept in a temporary folder."""
 
+import faulthandler
 import os
+import signal
 import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -15,6 +17,46 @@ import pytest  # noqa: E402
 from playground.devices import configure_torch_threads  # noqa: E402
 
 configure_torch_threads()  # as the app does: one core stays free for the GUI thread
+
+
+class ModalDialogOpened(AssertionError):
+    """A test opened a dialog that waits for a person: headless, it would wait forever."""
+
+
+# pytest captures the real stderr, so the stacks go to a file test.sh prints after a time-out.
+_stack_path = os.environ.get("PLAYGROUND_STACK_DUMP")
+_stack_file = open(_stack_path, "w") if _stack_path else None  # noqa: SIM115 - open for the whole run
+
+
+@pytest.fixture(autouse=True)
+def _stacks_on_sigterm():
+    """If test.sh's time limit ends a hung run, print where every thread was (from C, so it
+    works even while a thread holds the GIL), then die of the signal as before. Set again
+    before each test, because a test of the command line installs its own SIGTERM handler."""
+    if _stack_file is not None:
+        faulthandler.register(signal.SIGTERM, file=_stack_file, all_threads=True, chain=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_modal_dialogs(monkeypatch):
+    """Make every modal dialog fail at once instead of hanging the run.
+
+    A modal dialog spins its own event loop; offscreen nobody closes it, and the main
+    thread never returns to Python, so not even the test timeout can end it. A test that
+    means a dialog to appear patches the one it expects.
+    """
+    from PySide6.QtWidgets import QDialog, QFileDialog, QInputDialog, QMessageBox
+
+    def refuse(*_args, **_kwargs):
+        raise ModalDialogOpened("a modal dialog was opened during a test")
+
+    for cls, names in ((QMessageBox, ("question", "warning", "critical", "information", "about", "exec")),
+                       (QFileDialog, ("getOpenFileName", "getOpenFileNames", "getSaveFileName",
+                                      "getExistingDirectory", "exec")),
+                       (QInputDialog, ("getText", "getInt", "getDouble", "getItem", "exec")),
+                       (QDialog, ("exec",))):
+        for name in names:
+            monkeypatch.setattr(cls, name, refuse)
 
 
 @pytest.fixture

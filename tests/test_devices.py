@@ -43,3 +43,25 @@ def test_no_gpu_means_cuda_is_refused(monkeypatch):
     monkeypatch.setattr(devices, "available_devices", lambda: [DeviceInfo("cpu", "CPU")])
     with pytest.raises(UserError, match="cpu"):
         parse_device("cuda")
+
+
+def test_a_cgroup_quota_caps_the_cores_torch_is_given(tmp_path, monkeypatch):
+    from playground import devices
+
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: set(range(64)))
+    (tmp_path / "cpu.max").write_text("200000 100000\n")  # 2 cores' worth of a 64-core host
+    assert devices.cgroup_cpu_limit(str(tmp_path)) == 2
+    assert devices.usable_cores(str(tmp_path)) == 2
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 cores round up
+    assert devices.usable_cores(str(tmp_path)) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert devices.cgroup_cpu_limit(str(tmp_path)) is None and devices.usable_cores(str(tmp_path)) == 64
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert devices.usable_cores(str(tmp_path)) == 3
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1 "unlimited"
+    assert devices.usable_cores(str(tmp_path)) == 64
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: {0})
+    assert devices.usable_cores(str(tmp_path)) == 1

@@ -182,3 +182,10 @@ def test_a_settings_path_that_is_not_a_regular_file_is_skipped(tmp_path):
     (tmp_path / "s.json").symlink_to("/dev/zero")
     s = Settings(tmp_path / "s.json")
     assert s.get("device") is None and "not a regular file" in s.problems[0]
+
+
+def test_a_modal_dialog_in_a_test_fails_at_once_instead_of_hanging(qtbot):
+    from PySide6.QtWidgets import QMessageBox
+
+    with pytest.raises(AssertionError, match="modal dialog"):
+        QMessageBox.question(None, "Delete", "Really?")
