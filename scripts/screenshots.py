@@ -1,6 +1,6 @@
-"""Make the README's screenshots: docs/screenshots/{training,som}.png (offscreen Qt).
+"""Make the README's screenshots: docs/screenshots/{training,som,drag}.png (offscreen Qt).
 
-    python scripts/screenshots.py [training] [som]
+    python scripts/screenshots.py [training] [som] [drag]
 
 Each tab is driven as a user would (the form, then Start), waited for, and grabbed.
 Runs and settings go to a temporary folder, not the user's.
@@ -85,9 +85,28 @@ def main(which: list[str]) -> None:
         panel.sample_list.setCurrentRow(4)
         settle(app)
         win.grab().save(str(OUT / "som.png"))
+    if "drag" in which:
+        from playground.panels.drag import DragPanel
+
+        panel = win.panel(DragPanel)
+        win.tabs.setCurrentWidget(panel)
+        wait_for(app, lambda: panel.current is not None)
+        panel.seed.setValue(3)
+        wait_for(app, lambda: panel.render_job is None or panel.render_job.is_done)
+        settle(app)
+        size = panel.current.image.shape[1]
+        for x, y in ((0.40, 0.62), (0.30, 0.55), (0.62, 0.40), (0.70, 0.32)):  # two handle -> target pairs
+            panel.add_point(x * size, y * size)
+        panel.max_steps.setValue(300)
+        panel.start()
+        wait_for(app, lambda: not panel.running or "Step 12" in panel.info.text())
+        settle(app, 0.3)
+        win.grab().save(str(OUT / "drag.png"))
+        panel.stop()
+        wait_for(app, lambda: not panel.running)
     win.close()
     print("wrote", ", ".join(str(OUT / f"{w}.png") for w in which))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["training", "som"])
+    main(sys.argv[1:] or ["training", "som", "drag"])

@@ -70,8 +70,11 @@ image pixel is s = R / size feature pixels). Per handle:
   *and* L_end < l / 4.
 
 The official FreeDrag demo stops after 2000 steps; here both methods share ``max_steps``
-(300). Its thresholds are in the units of the model's features: ``l_expected`` may need
-tuning for other models (the official demo tunes it per model).
+(300). Its thresholds are in the units of the model's features: ``l_expected`` is tuned
+per model in the official demo. ``l_expected=None`` measures it on the image being
+edited instead (:func:`calibrated_l_expected`): a quarter of the mean template loss
+between points ``d_max`` apart, which is what a model trained here needs (its features
+are about ten times smaller than FFHQ's; 0.3 would end every drag at once).
 
 Choices of ours (documented differences)
 ----------------------------------------
@@ -139,7 +142,12 @@ class DragConfig:
     model under 128 px; ``stop_distance`` None means ``max(2 / 512 * size, 2)`` pixels.
     ``render_every``: 1 renders the image at every step (it comes out of the same forward
     pass, so it costs only the blocks above the feature block), k > 1 at every k-th step,
-    0 only at the end and on :class:`RequestFrame`.
+    0 only at the end and on :class:`RequestFrame`. ``frame_interval`` > 0 (seconds) replaces
+    it with a clock: a picture whenever the last one is that old (the editor asks for 0.1 s,
+    ten pictures a second, whatever the speed of the model).
+    ``windowed``: on the steps that draw no picture and have no mask, DragGAN computes the
+    top blocks' features only in windows around the handles (:func:`window_features`);
+    the numbers are the same, the work much less. False always runs the whole network.
     """
 
     method: Literal["draggan", "freedrag"] = "draggan"
@@ -156,8 +164,10 @@ class DragConfig:
     noise_mode: Literal["const", "random", "none"] = "const"
     tracking_norm: Literal["l2", "l1"] = "l2"
     render_every: int = 1
+    frame_interval: float = 0.0
+    windowed: bool = True
     # FreeDrag only
-    l_expected: float = 0.3
+    l_expected: float | None = 0.3  # None: calibrated on the image (see the module doc)
     d_max: float = 3.0
     sub_steps: int = 5
 
@@ -176,7 +186,7 @@ class DragConfig:
                 raise UserError(f"Drag setting {name} must be a positive number, not {value!r}.")
         if self.lambda_mask is not None and not (math.isfinite(self.lambda_mask) and self.lambda_mask >= 0):
             raise UserError(f"The mask weight must be zero or more, not {self.lambda_mask!r}.")
-        if self.max_steps < 1 or self.sub_steps < 1 or self.render_every < 0:
+        if self.max_steps < 1 or self.sub_steps < 1 or self.render_every < 0 or not self.frame_interval >= 0:
             raise UserError("Drag steps must be at least 1 and render_every at least 0.")
 
     @property
@@ -466,6 +476,54 @@ def disk_pixels(center: Point, radius: int, size: tuple[int, int]) -> torch.Tens
     return torch.stack([gx[inside], gy[inside]], dim=-1)
 
 
+def window_reach(r1: int, r2: int) -> int:
+    """Image pixels around a handle one DragGAN step reads: the tracking square (r2), then the
+    pulled disk (r1) around the tracked point, one pixel ahead, and the bilinear neighbour."""
+    return r2 + r1 + 2
+
+
+def window_features(G: Any, ws: torch.Tensor, feature_block: int, size: tuple[int, int],
+                    centres: Sequence[Point], reach: int, noise_mode: str = "const",
+                    const_ws_from: int | None = None) -> list[tuple[tuple[int, int], torch.Tensor]]:
+    """The features resized to image pixels, only in a square of half-size ``reach`` around each centre.
+
+    Returns ``((x0, y0), F_window)`` per centre: F_window (1, C, h, w) equals
+    ``upsample_features(F, size)[..., y0:y0 + h, x0:x0 + w]`` (the square clipped to the
+    image), computed from the generator's windowed synthesis, so that tracking and motion
+    supervision in the window see the numbers the whole map would give them.
+    """
+    h, w = size
+    scale_y, scale_x = feature_block / h, feature_block / w
+    boxes, feature_boxes = [], []
+    for x, y in centres:
+        cx, cy = round(x), round(y)
+        x0, x1 = max(cx - reach, 0), min(cx + reach + 1, w)
+        y0, y1 = max(cy - reach, 0), min(cy + reach + 1, h)
+        boxes.append((x0, y0, x1, y1))
+        # The feature pixels bilinear resizing reads for image pixels i in [i0, i1):
+        # source (i + 0.5) * scale - 0.5, clamped at 0, and the pixel after its floor.
+        fx0 = max(math.floor((x0 + 0.5) * scale_x - 0.5), 0)
+        fx1 = min(math.floor((x1 - 0.5) * scale_x - 0.5) + 2, feature_block)
+        fy0 = max(math.floor((y0 + 0.5) * scale_y - 0.5), 0)
+        fy1 = min(math.floor((y1 - 0.5) * scale_y - 0.5) + 2, feature_block)
+        feature_boxes.append((fx0, fy0, fx1, fy1))
+    crops = G.synthesis.feature_windows(ws, feature_block, feature_boxes, noise_mode=noise_mode,
+                                        const_ws_from=const_ws_from)
+    views = []
+    for (x0, y0, x1, y1), (fx0, fy0, _fx1, _fy1), crop in zip(boxes, feature_boxes, crops):
+        if feature_block == h == w:
+            views.append(((x0, y0), crop[:, :, y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0]))
+            continue
+        xs = ((torch.arange(x0, x1, dtype=crop.dtype, device=crop.device) + 0.5) * scale_x - 0.5).clamp(min=0) - fx0
+        ys = ((torch.arange(y0, y1, dtype=crop.dtype, device=crop.device) + 0.5) * scale_y - 0.5).clamp(min=0) - fy0
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        ch, cw = crop.shape[-2:]
+        grid = torch.stack([gx / max(cw - 1, 1) * 2 - 1, gy / max(ch - 1, 1) * 2 - 1], dim=-1).unsqueeze(0)
+        views.append(((x0, y0), F.grid_sample(crop, grid, mode="bilinear", padding_mode="border",
+                                              align_corners=True)))
+    return views
+
+
 def mask_loss(feat: torch.Tensor, feat0: torch.Tensor, mask_fixed: torch.Tensor) -> torch.Tensor:
     """DragGAN's mask term ``mean |(F - F0) * M|`` over the image (M = 1 where the image must stay).
 
@@ -487,6 +545,23 @@ def fuzzy_offsets(scale: float) -> torch.Tensor:
 def fuzzy_feature(feat: torch.Tensor, point: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """FreeDrag's feature of a point: the (9, C) bilinear samples of its window."""
     return sample_features(feat, point.reshape(1, 2) + offsets)
+
+
+def calibrated_l_expected(feat: torch.Tensor, offsets: torch.Tensor, d_max: float, points: int = 64,
+                          seed: int = 0) -> float:
+    """FreeDrag's ``l_expected`` for this model: a quarter of the mean template (fuzzy L1) loss
+    between a point and one ``d_max`` feature pixels away, over points of the central half of
+    the map in random directions (a fixed seed, so a session always gets the same value)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = feat.shape[-2:]
+    size = torch.tensor([w, h], dtype=torch.float32)
+    start = (0.25 + 0.5 * torch.rand(points, 2, generator=g)) * (size - 1)
+    angle = 2 * math.pi * torch.rand(points, generator=g)
+    end = start + d_max * torch.stack([angle.cos(), angle.sin()], dim=1)
+    with torch.no_grad():
+        a = sample_features(feat, (start.unsqueeze(1) + offsets.cpu().unsqueeze(0)).reshape(-1, 2).to(feat.device))
+        b = sample_features(feat, (end.unsqueeze(1) + offsets.cpu().unsqueeze(0)).reshape(-1, 2).to(feat.device))
+    return max(float((a - b).abs().mean()) / 4, 1e-6)
 
 
 def template_weight(loss_end: float, l_expected: float) -> float:
@@ -554,6 +629,7 @@ class _RunState:
         self.stop = False
         self.want_image = False
         self.want_ws = False
+        self.last_image_at = time.perf_counter()  # the editor shows the start picture already
 
     def checked(self, point: Sequence[float]) -> Point:
         h, w = self.size
@@ -693,8 +769,15 @@ class DragSession:
                                 stop_at_feature=not with_image, **extra)
 
     def _wants_image(self, state: _RunState, step: int) -> bool:
+        if state.want_image:
+            return True
+        if self.config.frame_interval > 0:
+            return time.perf_counter() - state.last_image_at >= self.config.frame_interval
         every = self.config.render_every
-        return state.want_image or (every > 0 and step % every == 0)
+        return every > 0 and step % every == 0
+
+    def _can_window(self) -> bool:
+        return self.config.windowed and hasattr(self.G.synthesis, "feature_windows")
 
     def _update(self, state: _RunState, loss: torch.Tensor) -> torch.Tensor | None:
         """One Adam step; returns a CPU copy of the latent from before it when the GUI asked for one."""
@@ -709,6 +792,8 @@ class DragSession:
                    losses: tuple[float, float, float], img: torch.Tensor | None, ws: torch.Tensor | None,
                    t0: float) -> DragStep:
         state.want_image = state.want_ws = False
+        if img is not None:
+            state.last_image_at = time.perf_counter()
         targets = tuple(p.target for p in state.pairs)
         distances = tuple(math.hypot(t[0] - p[0], t[1] - p[1]) for p, t in zip(points, targets))
         return DragStep(step=step, handles=tuple(points), targets=targets, distances=distances,
@@ -744,36 +829,49 @@ class DragSession:
         cfg = self.config
         feat0: torch.Tensor | None = None
         mask_fixed: torch.Tensor | None = None
+        state.mask_changed = True  # read the mask (and take F0 if there is one) at the first step
+        reach = window_reach(self.r1, self.r2)
         step = 0
         while True:
             t0 = time.perf_counter()
             last = state.stop or step >= cfg.max_steps or not state.pairs
             with torch.set_grad_enabled(not last):
-                img, feat = self._synthesise(self.current_ws(), with_image=last or self._wants_image(state, step))
-                feat_up = upsample_features(feat, self.image_size)
-                if feat0 is None or state.mask_changed:
-                    feat0 = feat.detach()
+                if state.mask_changed:
                     flexible = state.flexible
                     mask_fixed = None
                     if flexible is not None and flexible.any() and not flexible.all():
                         mask_fixed = torch.from_numpy(~flexible).to(self.device, torch.float32)
+                    feat0 = None
                     state.mask_changed = False
+                with_image = last or self._wants_image(state, step)
+                if mask_fixed is None and not with_image and self._can_window():
+                    # Only the windows around the handles: the same features, a fraction of the work.
+                    img = None
+                    views = window_features(self.G, self.current_ws(), self.feature_block, self.image_size,
+                                            [p.handle for p in state.pairs], reach, cfg.noise_mode, self.n_optimised)
+                else:
+                    img, feat = self._synthesise(self.current_ws(), with_image=with_image)
+                    if mask_fixed is not None and feat0 is None:
+                        feat0 = feat.detach()
+                    views = [((0, 0), upsample_features(feat, self.image_size))] * len(state.pairs)
                 # Point tracking on this latent: new handles take their reference here and stay.
-                detached = feat_up.detach()
-                for pair in state.pairs:
+                for pair, ((ox, oy), fu) in zip(state.pairs, views):
+                    local = (pair.handle[0] - ox, pair.handle[1] - oy)
                     if pair.reference is None:
-                        pair.reference = pixel_feature(detached, pair.handle).clone()
+                        pair.reference = pixel_feature(fu.detach(), local).clone()
                     else:
-                        pair.handle = track_points(detached, [pair.reference], [pair.handle], self.r2,
-                                                   cfg.tracking_norm)[0]
+                        tx, ty = track_points(fu.detach(), [pair.reference], [local], self.r2, cfg.tracking_norm)[0]
+                        pair.handle = (tx + ox, ty + oy)
                 reached = [p.distance() <= self.stop_distance for p in state.pairs]
                 if state.pairs and all(reached):
                     return self._result(state, step, "reached", img)
                 if last:
                     return self._result(state, step, "max_steps" if step >= cfg.max_steps else "stopped", img)
                 points = [p.handle for p in state.pairs]
-                loss_motion = motion_loss(feat_up, points, [p.target for p in state.pairs], self.r1)
-                loss_mask = mask_loss(feat, feat0, mask_fixed) if mask_fixed is not None else feat.new_zeros(())
+                loss_motion = sum((motion_loss(fu, [(p.handle[0] - ox, p.handle[1] - oy)],
+                                               [(p.target[0] - ox, p.target[1] - oy)], self.r1)
+                                   for p, ((ox, oy), fu) in zip(state.pairs, views)), views[0][1].new_zeros(()))
+                loss_mask = mask_loss(feat, feat0, mask_fixed) if mask_fixed is not None else loss_motion.new_zeros(())
                 loss = loss_motion + cfg.mask_weight * loss_mask
             ws = self._update(state, loss)
             step += 1
@@ -785,7 +883,6 @@ class DragSession:
         cfg = self.config
         scale = self.feature_block / self.image_size[0]  # feature pixels per image pixel
         offsets = fuzzy_offsets(scale).to(self.device)
-        l_exp = cfg.l_expected
 
         def to_feature(point: Point) -> torch.Tensor:
             return torch.tensor(point, dtype=torch.float32, device=self.device) * scale
@@ -796,6 +893,7 @@ class DragSession:
         with torch.no_grad():
             _, feat_map = self._synthesise(self.current_ws(), with_image=False)
         feat0 = feat_map
+        l_exp = cfg.l_expected if cfg.l_expected is not None else calibrated_l_expected(feat_map, offsets, cfg.d_max)
         fixed: torch.Tensor | None = None
         step = 0
         while True:

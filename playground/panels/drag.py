@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 HANDLE, TARGET = (220, 40, 40), (40, 90, 230)
 PICK_RADIUS_PX = 9  # screen pixels: a press this close to a point grabs it
+FRAME_INTERVAL_S = 0.1  # a new picture ten times a second while dragging; the steps between draw none
 METHODS = {"draggan": "DragGAN (point tracking)", "freedrag": "FreeDrag (adaptive template)"}
 
 
@@ -418,7 +419,14 @@ class DragPanel(Panel):
         return draggan.DragConfig(space=self.space.currentData(), lr=self.lr.value(), r1=self.r1.value(),
                                   r2=self.r2.value(), lambda_mask=self.lambda_mask.value(),
                                   feature_block=int(self.feature_block.currentData() or 0) or None,
-                                  max_steps=self.max_steps.value(), method=self.method.currentData())
+                                  max_steps=self.max_steps.value(), method=self.method.currentData(),
+                                  frame_interval=FRAME_INTERVAL_S, l_expected=self._freedrag_l())
+
+    def _freedrag_l(self) -> float | None:
+        """FreeDrag's l: the official 0.3 for an official pickle, else measured on the picture
+        (a model trained here has much smaller features)."""
+        loaded = self.picker.current
+        return 0.3 if loaded is not None and loaded.format == pickles.FORMAT_PICKLE else None
 
     def start(self) -> None:
         if self.running or self.current is None:

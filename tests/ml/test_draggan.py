@@ -445,3 +445,110 @@ def test_real_generator_runs_steps_and_keeps_the_unoptimised_layers(real_G, meth
     assert torch.equal(result.ws[:, 6:], session.w0[:, 6:].cpu()) and not torch.equal(result.ws, session.w0.cpu())
     assert np.array_equal(result.image, dg.render(real_G, result.ws))
     assert not any(p.requires_grad for p in real_G.parameters())  # only the latent is optimised
+
+
+# -- features in windows around the handles ------------------------------------------------------------
+
+
+def _noisy_generator(size: int):
+    model = pytest.importorskip("playground.ml.stylegan2.model")
+    torch.manual_seed(1)
+    G = model.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=size, img_channels=3, channel_base=512,
+                        channel_max=16, mapping_kwargs={"num_layers": 2}).eval().requires_grad_(False)
+    for module in G.synthesis.modules():
+        if hasattr(module, "noise_strength"):
+            module.noise_strength.fill_(0.5)  # trained models have noise; a fresh one has none
+    return G
+
+
+@pytest.mark.parametrize("noise_mode", ["const", "none"])
+def test_windowed_synthesis_gives_the_numbers_of_the_whole_map(noise_mode, monkeypatch):
+    G = _noisy_generator(64)
+    ws = G.mapping(torch.randn(1, 16), None)
+    for R in (64, 32, 8):
+        _, whole = G.synthesis(ws, noise_mode=noise_mode, feature_block=R, stop_at_feature=True)
+        boxes = [(0, 0, 5, 7), (R // 3, R // 4, R // 3 + R // 5 + 1, R // 4 + R // 6 + 1), (R - 6, R - 3, R, R)]
+        crops = G.synthesis.feature_windows(ws, R, boxes, noise_mode=noise_mode)
+        for (x0, y0, x1, y1), crop in zip(boxes, crops):
+            torch.testing.assert_close(crop, whole[:, :, y0:y1, x0:x1], atol=1e-5, rtol=1e-5)
+    # The halo is as small as it can be: one pixel fewer and the edges of the windows go wrong.
+    model = pytest.importorskip("playground.ml.stylegan2.model")
+    monkeypatch.setattr(model, "_WINDOW_HALO", 1)
+    _, whole = G.synthesis(ws, noise_mode=noise_mode, feature_block=64, stop_at_feature=True)
+    crop = G.synthesis.feature_windows(ws, 64, [(20, 20, 30, 30)], noise_mode=noise_mode)[0]
+    assert (crop - whole[:, :, 20:30, 20:30]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("size,block", [(64, 64), (64, 32)])
+def test_window_features_match_the_resized_map_and_carry_gradients(size, block):
+    G = _noisy_generator(size)
+    ws = G.mapping(torch.randn(1, 16), None).requires_grad_(True)
+    centres = [(3.2, 60.0), (30.6, 21.4)]
+    views = dg.window_features(G, ws, block, (size, size), centres, reach=7)
+    _, feat = G.synthesis(ws, feature_block=block, stop_at_feature=True)
+    full = dg.upsample_features(feat, (size, size))
+    for (cx, cy), ((x0, y0), view) in zip(centres, views):
+        h, w = view.shape[-2:]
+        assert x0 == max(round(cx) - 7, 0) and y0 == max(round(cy) - 7, 0)
+        assert x0 + w == min(round(cx) + 8, size) and y0 + h == min(round(cy) + 8, size)
+        torch.testing.assert_close(view, full[:, :, y0:y0 + h, x0:x0 + w], atol=1e-5, rtol=1e-5)
+    grad_window, = torch.autograd.grad(views[1][1].square().sum(), ws)
+    (x0, y0), view = views[1]
+    h, w = view.shape[-2:]
+    grad_whole, = torch.autograd.grad(full[:, :, y0:y0 + h, x0:x0 + w].square().sum(), ws)
+    torch.testing.assert_close(grad_window, grad_whole, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("block", [64, 32])
+def test_a_windowed_drag_takes_the_steps_of_the_whole_network(block):
+    """Same handles, losses and latent, step by step, with and without windows (and the windowed
+    steps really skip the whole map)."""
+    G = _noisy_generator(64)
+    runs = {}
+    for windowed in (False, True):
+        cfg = dg.DragConfig(lr=0.01, max_steps=8, render_every=0, feature_block=block, windowed=windowed)
+        session = dg.DragSession(G, cfg, ws0=dg.initial_ws(G, 3, 0.7))
+        calls = []
+        whole = G.synthesis.forward
+        G.synthesis.forward = lambda *a, _calls=calls, _whole=whole, **k: (_calls.append(1), _whole(*a, **k))[1]
+        try:
+            steps, result = run_all(session.run([(20.0, 30.0), (50.0, 12.0)], [(27.0, 33.0), (44.0, 12.0)]))
+        finally:
+            del G.synthesis.forward
+        runs[windowed] = (steps, result, len(calls))
+    (s0, r0, calls0), (s1, r1, calls1) = runs[False], runs[True]
+    assert len(s0) == len(s1) == 8
+    for a, b in zip(s0, s1):
+        assert a.handles == b.handles
+        assert a.motion_loss == pytest.approx(b.motion_loss, rel=1e-4, abs=1e-6)
+    torch.testing.assert_close(r0.ws, r1.ws, atol=1e-5, rtol=1e-4)
+    assert calls0 >= 8 and calls1 <= 1  # windowed: the whole network only for the final picture
+
+
+def test_frame_interval_draws_pictures_by_the_clock(monkeypatch):
+    G = _noisy_generator(32)
+    clock = [0.0]
+    monkeypatch.setattr(dg.time, "perf_counter", lambda: clock[0])
+    session = dg.DragSession(G, dg.DragConfig(lr=0.01, max_steps=9, frame_interval=0.1, render_every=1))
+    gen = session.run([(10.0, 10.0)], [(20.0, 10.0)])
+    pictures = []
+    step = next(gen)
+    for _ in range(8):
+        pictures.append(step.image is not None)
+        clock[0] += 0.04  # 25 steps a second: a picture every third step
+        step = gen.send(None)
+    assert pictures == [False, False, False, True, False, False, True, False]
+
+
+def test_freedrag_l_expected_is_calibrated_on_the_features():
+    # F(x, y) = 0.5 x in every channel: a shift of d pixels at angle a changes it by 0.5 d |cos a|,
+    # whose mean over directions is 0.5 d 2/pi; l is a quarter of that.
+    xs = torch.arange(40, dtype=torch.float32)
+    feat = (0.5 * xs).view(1, 1, 1, 40).expand(1, 3, 40, 40).contiguous()
+    offsets = dg.fuzzy_offsets(1.0)
+    value = dg.calibrated_l_expected(feat, offsets, d_max=3.0, points=400)
+    assert value == pytest.approx(0.5 * 3.0 * (2 / math.pi) / 4, rel=0.1)
+    assert dg.calibrated_l_expected(2 * feat, offsets, d_max=3.0, points=400) == pytest.approx(2 * value, rel=1e-5)
+    session = dg.DragSession(ShiftGenerator(), fast(method="freedrag", l_expected=None, max_steps=40))
+    steps, result = run_all(session.run([(10.0, 16.0)], [(14.0, 16.0)]))
+    assert steps and result.distances[0] < 4.0

@@ -347,8 +347,12 @@ class SynthesisLayer(nn.Module):
             self._wsq_key = key
         return self._wsq
 
-    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const") -> Tensor:
-        """x [N, I, R/up, R/up], w [N, w_dim] -> [N, O, R, R]."""
+    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const", at: tuple[int, int] = (0, 0)) -> Tensor:
+        """x [N, I, R/up, R/up], w [N, w_dim] -> [N, O, R, R].
+
+        ``at`` = (row, column) of x's first output pixel in the full R x R map, for a window
+        of it (see :meth:`SynthesisNetwork.feature_windows`): the constant noise is cut to match.
+        """
         n = x.shape[0]
         styles = self.affine(w)                                                # [N, I]
         # d_o = rsqrt(sum_i s_i^2 sum_k W_oik^2 + eps), then times the activation gain.
@@ -356,12 +360,13 @@ class SynthesisLayer(nn.Module):
         y, scale = _modulated_conv(x, self.weight, styles, demod, self.up == 2, self.resample_filter * 4, self.padding)
 
         g = self.act_gain
-        r = self.resolution
+        h, wd = y.shape[-2:]
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([n, 1, r, r], device=x.device, dtype=x.dtype) * (self.noise_strength * g)
+            noise = torch.randn([n, 1, h, wd], device=x.device, dtype=x.dtype) * (self.noise_strength * g)
             shift = noise + (self.bias * g).view(1, -1, 1, 1)                  # [N, O, R, R]
         elif self.use_noise and noise_mode == "const":
-            shift = torch.addcmul((self.bias * g).view(-1, 1, 1), self.noise_const.unsqueeze(0),
+            noise = self.noise_const[at[0]:at[0] + h, at[1]:at[1] + wd]
+            shift = torch.addcmul((self.bias * g).view(-1, 1, 1), noise.unsqueeze(0),
                                   self.noise_strength * g)                     # [O, R, R]
         elif noise_mode in ("const", "random", "none"):
             shift = (self.bias * g).view(1, -1, 1, 1)
@@ -429,15 +434,18 @@ class SynthesisBlock(nn.Module):
         self.num_torgb += 1
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws: Sequence[Tensor], noise_mode: str = "const",
-                need_img: bool = True) -> tuple[Tensor, Tensor | None]:
-        """``ws``: the block's [N, w_dim] vectors (conv0, conv1, torgb; b4 has no conv0)."""
+                need_img: bool = True, at: tuple[int, int] = (0, 0)) -> tuple[Tensor, Tensor | None]:
+        """``ws``: the block's [N, w_dim] vectors (conv0, conv1, torgb; b4 has no conv0).
+
+        ``at``: where x's window starts in the full map, at this block's resolution (features only).
+        """
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws[0].shape[0], -1, -1, -1)     # [N, C, 4, 4]
             x = self.conv1(x, ws[0], noise_mode)
         else:
             assert x is not None
-            x = self.conv0(x, ws[0], noise_mode)                                # [N, C, R, R]
-            x = self.conv1(x, ws[1], noise_mode)
+            x = self.conv0(x, ws[0], noise_mode, at)                            # [N, C, R, R]
+            x = self.conv1(x, ws[1], noise_mode, at)
         if need_img:
             y = self.torgb(x, ws[self.num_conv])                                # [N, img_channels, R, R]
             img = _upsample2d(img, self.resample_filter * 4).add_(y) if img is not None else y
@@ -504,6 +512,72 @@ class SynthesisNetwork(nn.Module):
         if feature_block is not None:
             return img, feat
         return img
+
+
+    def feature_windows(self, ws: Tensor, feature_block: int, windows: Sequence[tuple[int, int, int, int]],
+                        noise_mode: str = "const", const_ws_from: int | None = None,
+                        max_area: float = 0.5) -> list[Tensor]:
+        """Block bR's features in a few windows only: the same numbers as a crop of the full map.
+
+        ``windows`` are ``(x0, y0, x1, y1)`` in bR's pixels, half-open and clipped to the map.
+        A drag needs the features near its handles only (the tracking square and the pulled
+        disk), so the top blocks, which hold most of the work, run on small windows (and so
+        does their backward pass). Each block's window is the next block's input window
+        grown by a halo the convolutions cannot see past; a window covering more than
+        ``max_area`` of its map is computed whole instead. Returns one [N, C, y1-y0, x1-x0]
+        tensor per window.
+        """
+        if feature_block not in self.block_resolutions:
+            raise ValueError(f"feature_block must be one of {self.block_resolutions}, not {feature_block}")
+        w = ws.to(self.blocks[0].const.dtype).unbind(dim=1)
+        if const_ws_from is not None:
+            w = [v if i < const_ws_from else v.detach() for i, v in enumerate(w)]
+        top = self.block_resolutions.index(feature_block)
+        # Each window's plan, from the top block down: (block, rows and columns wanted of its
+        # output, its input window), until an input window would cover most of its map.
+        plans = []
+        for x0, y0, x1, y1 in windows:
+            if not (0 <= x0 < x1 <= feature_block and 0 <= y0 < y1 <= feature_block):
+                raise ValueError(f"window {(x0, y0, x1, y1)} is not inside the {feature_block} px map")
+            wanted = ((y0, y1), (x0, x1))
+            plan = []
+            for k in range(top, 0, -1):
+                inner = self.block_resolutions[k - 1]
+                below = tuple((max(a // 2 - _WINDOW_HALO, 0), min(-(-b // 2) + _WINDOW_HALO, inner))
+                              for a, b in wanted)
+                plan.append((k, wanted, below))
+                if (below[0][1] - below[0][0]) * (below[1][1] - below[1][0]) > max_area * inner * inner:
+                    break
+                wanted = below
+            plans.append((plan[::-1], wanted if not plan else None))
+        # The blocks under the highest plan's start, whole (every window starts from one of them).
+        whole = max((plan[0][0] for plan, _ in plans if plan), default=top + 1)
+        outputs, x = [], None
+        for block, i in zip(self.blocks[:whole], self.w_index):
+            x, _ = block(x, None, w[i:i + block.num_conv + 1], noise_mode, need_img=False)
+            outputs.append(x)
+        crops = []
+        for plan, b4_window in plans:
+            if not plan:  # the feature block is b4 itself
+                (r0, r1), (c0, c1) = b4_window
+                crops.append(outputs[0][:, :, r0:r1, c0:c1])
+                continue
+            x = None
+            for k, ((a0, a1), (b0, b1)), ((r0, r1), (c0, c1)) in plan:
+                if x is None:
+                    x = outputs[k - 1][:, :, r0:r1, c0:c1]
+                block, i = self.blocks[k], self.w_index[k]
+                y, _ = block(x, None, w[i:i + block.num_conv + 1], noise_mode, need_img=False, at=(2 * r0, 2 * c0))
+                x = y[:, :, a0 - 2 * r0:a1 - 2 * r0, b0 - 2 * c0:b1 - 2 * c0]
+            crops.append(x)
+        return crops
+
+
+# How far (in input pixels) a block's input window must reach past the outputs wanted of it.
+# Output pixel k of conv0 (stride-2 transposed 3x3, then the 4x4 filter with 1 pixel of
+# padding) reads input pixels ceil((k-3)/2) .. floor((k+2)/2), and conv1 widens that by one
+# output pixel on each side: 2 input pixels are enough, and no fewer (the test tries 1).
+_WINDOW_HALO = 2
 
 
 class Generator(nn.Module):
