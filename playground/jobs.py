@@ -42,12 +42,18 @@ How the pieces fit:
   token) are served before background jobs on the same device, so an interactive job
   waits at most one step of a training job.
 * **Shutdown** cancels every job and joins every thread.
+* **Garbage collection stays on the GUI thread** (:class:`GuiThreadCollector`). Python's
+  cycle collector runs on whichever thread happens to allocate; on a worker it can free
+  widgets left in reference cycles, and a QObject destroyed there while the GUI thread
+  deletes another deadlocks the two (one holds the GIL, the other a Qt mutex). So the
+  pool turns automatic collection off and collects from a timer on the GUI thread.
 
 Only this module knows about threads. Panels submit; the ML core yields.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import queue
@@ -58,7 +64,7 @@ from collections.abc import Callable, Generator
 from enum import Enum
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
 from .errors import ErrorKind, error_kind, friendly_message
 from .progress import Progress
@@ -68,6 +74,58 @@ log = logging.getLogger(__name__)
 #: Fewest milliseconds between two deliveries of one job's results to the GUI.
 DELIVERY_INTERVAL_MS = 50
 
+
+
+class GuiThreadCollector(QObject):
+    """Python's cyclic garbage collection, done only on the GUI thread, from a timer.
+
+    Automatic collection is switched off; every ``interval_ms`` the collector looks at
+    the allocation counts and collects the generations the interpreter would have
+    collected by now (the same thresholds), so memory behaves as before while no worker
+    thread ever frees a Qt object it happens to find in a cycle. :meth:`install` makes
+    one per application (it lives as long as the QCoreApplication) and is idempotent.
+    """
+
+    _instance: GuiThreadCollector | None = None
+
+    def __init__(self, interval_ms: int = 500, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.thresholds = gc.get_threshold()
+        self.collections = 0
+        gc.disable()
+        self._timer = QTimer(self)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self.collect_if_due)
+        self._timer.start()
+
+    @classmethod
+    def install(cls) -> GuiThreadCollector | None:
+        app = QCoreApplication.instance()
+        if app is None:
+            return None
+        current = cls._instance
+        try:
+            if current is not None and current.parent() is app:
+                gc.disable()  # something may have turned it back on
+                return current
+        except RuntimeError:  # the Qt side of an old instance is gone with its application
+            pass
+        cls._instance = cls(parent=app)
+        return cls._instance
+
+    @Slot()
+    def collect_if_due(self) -> int:
+        """Collect the generations whose thresholds were passed; returns the oldest one collected, or -1."""
+        counts = gc.get_count()
+        oldest = -1
+        for generation, (count, threshold) in enumerate(zip(counts, self.thresholds)):
+            if threshold <= 0 or count <= threshold:
+                break
+            oldest = generation
+        if oldest >= 0:
+            gc.collect(oldest)
+            self.collections += 1
+        return oldest
 
 
 class JobState(str, Enum):
@@ -450,6 +508,7 @@ class JobPool(QObject):
         self._arbiters: dict[str, DeviceArbiter] = {}
         self.jobs: list[Job] = []
         self._closed = False
+        GuiThreadCollector.install()
 
     def _note_busy(self, delta: int) -> None:
         with self._busy_lock:

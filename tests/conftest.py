@@ -23,18 +23,24 @@ class ModalDialogOpened(AssertionError):
     """A test opened a dialog that waits for a person: headless, it would wait forever."""
 
 
-# pytest captures the real stderr, so the stacks go to a file test.sh prints after a time-out.
-_stack_path = os.environ.get("PLAYGROUND_STACK_DUMP")
-_stack_file = open(_stack_path, "w") if _stack_path else None  # noqa: SIM115 - open for the whole run
+# pytest captures the real stderr, so the stacks go to a file (test.sh prints it after a failed run).
+_stack_path = os.environ.get("PLAYGROUND_STACK_DUMP") or os.path.join(_tmp, "hung-test-stacks.txt")
+_stack_file = open(_stack_path, "w")  # noqa: SIM115 - open for the whole run
+#: A test still running after this many seconds is taken as hung: every thread's stack is
+#: written and the run ends. (pytest-timeout's limit comes first, but its timer needs the
+#: GIL, and a deadlock between the GIL and a Qt mutex never gives it back.)
+HUNG_TEST_S = 240
 
 
 @pytest.fixture(autouse=True)
-def _stacks_on_sigterm():
-    """If test.sh's time limit ends a hung run, print where every thread was (from C, so it
-    works even while a thread holds the GIL), then die of the signal as before. Set again
-    before each test, because a test of the command line installs its own SIGTERM handler."""
-    if _stack_file is not None:
-        faulthandler.register(signal.SIGTERM, file=_stack_file, all_threads=True, chain=True)
+def _hang_watchdog():
+    """Stacks instead of a silent hang: a C-level watchdog for each test (works while a thread
+    holds the GIL), and the same dump if test.sh's time limit sends SIGTERM. Set again before
+    each test, because a test of the command line installs its own SIGTERM handler."""
+    faulthandler.register(signal.SIGTERM, file=_stack_file, all_threads=True, chain=True)
+    faulthandler.dump_traceback_later(HUNG_TEST_S, exit=True, file=_stack_file)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(autouse=True)

@@ -368,3 +368,43 @@ def test_a_cancelled_job_says_so_in_its_kind(qtbot, pool):
     with qtbot.waitSignal(job.ended, timeout=5000):
         pass
     assert job.state == JobState.CANCELLED and job.error_kind is ErrorKind.CANCELLED
+
+
+def test_garbage_is_collected_on_the_gui_thread_only(qtbot, pool):
+    """A worker making cyclic garbage never runs the collector (it could free widgets there);
+    the GUI thread's timer collects it instead."""
+    import gc
+    import threading
+
+    from playground.jobs import GuiThreadCollector
+
+    assert not gc.isenabled()
+    collector = GuiThreadCollector.install()
+    assert collector is GuiThreadCollector.install()  # one per application
+    started_on: list[str] = []
+
+    def note(phase, _info):
+        if phase == "start":
+            started_on.append(threading.current_thread().name)
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+    def make_garbage():
+        for _ in range(20 * gc.get_threshold()[0]):
+            Cycle()
+        return gc.get_count()[0]
+
+    gc.callbacks.append(note)
+    try:
+        job = pool.submit(make_garbage)
+        qtbot.waitUntil(lambda: job.is_done, timeout=20000)
+        assert job.value > gc.get_threshold()[0]  # the garbage is still there: nobody collected on the worker
+        assert started_on == []
+        before = collector.collections
+        qtbot.waitUntil(lambda: collector.collections > before, timeout=5000)
+        assert started_on and set(started_on) == {threading.main_thread().name}
+        assert gc.get_count()[0] < gc.get_threshold()[0]
+    finally:
+        gc.callbacks.remove(note)
