@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES="python3-venv libportaudio2 libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0"
+# libportaudio2: sound devices; libsndfile1: sound files (soundfile's wheel also bundles it);
+# espeak-ng, flite: speech synthesis for the separation tab's test voices; sox: audio conversion.
+DEBIAN_PACKAGES="python3-venv libportaudio2 libsndfile1 espeak-ng flite sox libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0"
 
 need_debs=()
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -19,8 +21,13 @@ if [ ${#need_debs[@]} -gt 0 ]; then
   else
     echo "Installing Debian packages: ${need_debs[*]}"
     $SUDO apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_debs[@]}" || \
-      echo "Could not install ${need_debs[*]}; the app may still run (sound needs libportaudio2)." >&2
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_debs[@]}"; then
+      # one package this distribution lacks must not keep the others out: try them one by one
+      for p in "${need_debs[@]}"; do
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$p" >/dev/null 2>&1 || \
+          echo "Could not install $p; the app may still run (sound needs libportaudio2)." >&2
+      done
+    fi
   fi
 fi
 
