@@ -1,0 +1,136 @@
+"""Conv-TasNet: shapes, the paper's parameter count, causality, the two norms, and the config's checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from playground.errors import UserError
+from playground.ml.separation.model import (
+    EPS,
+    ConvTasNet,
+    ConvTasNetConfig,
+    CumulativeLayerNorm,
+    GlobalLayerNorm,
+    parameter_count,
+)
+
+TINY = dict(N=16, L=4, B=8, H=12, Sc=6, P=3, X=3, R=2)
+
+
+def test_the_papers_config_has_5050545_parameters_and_a_receptive_field_of_153_s():
+    with torch.device("meta"):
+        model = ConvTasNet(ConvTasNetConfig())
+    assert parameter_count(model) == 5_050_545
+    assert ConvTasNetConfig().receptive_field_s() == pytest.approx(1.532, abs=1e-3)
+    # torchaudio's conv_tasnet_base has no residual output in its last block: 512*128 + 128 fewer
+    with torch.device("meta"):
+        assert parameter_count(ConvTasNet(ConvTasNetConfig(), last_residual=False)) == 5_050_545 - 65_664
+
+
+@pytest.mark.parametrize("length", [1, 3, 4, 37, 64, 101])
+@pytest.mark.parametrize("n_src", [2, 3])
+def test_output_shapes_match_the_input_length(length, n_src):
+    torch.manual_seed(0)
+    model = ConvTasNet(ConvTasNetConfig(n_src=n_src, **TINY)).eval()
+    mix = torch.randn(2, length)
+    out, w, masks = model(mix, return_masks=True)
+    assert out.shape == (2, n_src, length)
+    frames = w.shape[-1]
+    assert (frames - 1) * 2 + 4 >= length  # whole frames (stride 2, L 4) cover every sample
+    assert masks.shape == (2, n_src, 16, frames)
+    assert model(mix[0]).shape == (n_src, length)  # a single mixture [T] -> [C, T]
+
+
+def test_softmax_masks_sum_to_one_and_sigmoid_masks_lie_in_0_1():
+    torch.manual_seed(0)
+    mix = torch.randn(1, 50)
+    soft = ConvTasNet(ConvTasNetConfig(mask_act="softmax", **TINY)).eval()
+    _, _, masks = soft(mix, return_masks=True)
+    assert torch.allclose(masks.sum(dim=1), torch.ones_like(masks[:, 0]), atol=1e-5)
+    sig = ConvTasNet(ConvTasNetConfig(mask_act="sigmoid", **TINY)).eval()
+    _, _, masks = sig(mix, return_masks=True)
+    assert masks.min() >= 0 and masks.max() <= 1
+    # with all masks summing to one and a linear decoder, the sources add up to the decoded mixture
+    out, w, _ = soft(mix, return_masks=True)
+    whole = soft.decoder(w)[..., :50]
+    assert torch.allclose(out.sum(dim=1), whole[:, 0], atol=1e-5)
+
+
+def test_the_causal_model_uses_only_the_past():
+    """An output sample n depends on input samples up to n + L - 1 (the frame that holds n), never later."""
+    torch.manual_seed(0)
+    cfg = ConvTasNetConfig(norm="cLN", causal=True, **TINY)
+    model = ConvTasNet(cfg).eval()
+    mix = torch.randn(1, 60, requires_grad=True)
+    n = 25
+    model(mix)[0, :, n].sum().backward()
+    grad = mix.grad[0]
+    assert grad[n + cfg.L:].abs().max() == 0
+    assert grad[: n + 1].abs().max() > 0
+    # the non-causal model looks ahead
+    mix.grad = None
+    ConvTasNet(ConvTasNetConfig(**TINY)).eval()(mix)[0, :, n].sum().backward()
+    assert mix.grad[0, n + cfg.L:].abs().max() > 0
+
+
+def test_cumulative_layer_norm_matches_its_formula_and_ignores_the_future():
+    torch.manual_seed(0)
+    norm = CumulativeLayerNorm(5)
+    with torch.no_grad():
+        norm.gamma.copy_(torch.randn(1, 5, 1))
+        norm.beta.copy_(torch.randn(1, 5, 1))
+    x = torch.randn(2, 5, 7, dtype=torch.float64)
+    y = norm.double()(x)
+    for k in range(7):
+        past = x[:, :, : k + 1]
+        mean = past.mean(dim=(1, 2), keepdim=True)
+        var = ((past - mean) ** 2).mean(dim=(1, 2), keepdim=True)
+        want = norm.gamma * (x[:, :, k:k + 1] - mean) / torch.sqrt(var + EPS) + norm.beta
+        assert torch.allclose(y[:, :, k:k + 1], want, atol=1e-9)
+    x2 = x.clone().requires_grad_(True)
+    norm(x2)[:, :, 3].sum().backward()
+    assert x2.grad[:, :, 4:].abs().max() == 0 and x2.grad[:, :, :4].abs().max() > 0
+
+
+def test_global_layer_norm_matches_its_formula():
+    torch.manual_seed(0)
+    norm = GlobalLayerNorm(4).double()
+    with torch.no_grad():
+        norm.gamma.copy_(torch.randn(1, 4, 1))
+        norm.beta.copy_(torch.randn(1, 4, 1))
+    x = torch.randn(3, 4, 9, dtype=torch.float64) * 3 + 1
+    y = norm(x)
+    for b in range(3):
+        mean = x[b].mean()
+        var = ((x[b] - mean) ** 2).mean()
+        want = norm.gamma[0] * (x[b] - mean) / torch.sqrt(var + EPS) + norm.beta[0]
+        assert torch.allclose(y[b], want, atol=1e-9)
+    # it is GroupNorm with one group (torchaudio's gLN)
+    group = torch.nn.GroupNorm(1, 4, eps=EPS).double()
+    with torch.no_grad():
+        group.weight.copy_(norm.gamma.view(-1))
+        group.bias.copy_(norm.beta.view(-1))
+    assert torch.allclose(group(x), y, atol=1e-9)
+
+
+def test_config_round_trips_and_refuses_bad_values():
+    cfg = ConvTasNetConfig(n_src=3, norm="cLN", causal=True, **TINY)
+    assert ConvTasNetConfig.from_dict(cfg.to_dict()) == cfg
+    bad = [
+        ({"N": 0}, "at least 1"),
+        ({"L": 5}, "even"),
+        ({"norm": "BN"}, "norm must be"),
+        ({"mask_act": "tanh"}, "mask_act"),
+        ({"encoder_act": "gelu"}, "encoder_act"),
+        ({"causal": True}, "cumulative"),        # causal with gLN
+        ({"sample_rate": 100}, "sample rate"),
+        ({"N": 3.5}, "whole number"),
+        ({"N": True}, "whole number"),
+        ({"causal": 1}, "true or false"),
+        ({"norm": 1}, "text"),
+        ({"speakers": 2}, "Unknown"),
+    ]
+    for values, words in bad:
+        with pytest.raises(UserError, match=words):
+            ConvTasNetConfig.from_dict(values)
