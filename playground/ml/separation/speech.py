@@ -1,0 +1,257 @@
+"""Two-speaker training mixtures made offline, from text-to-speech voices.
+
+Nothing is downloaded. Sentences come from a small grammar of our own (:func:`sentence`),
+voices from Debian's espeak-ng (its English voices and accents, times its ~100 voice
+variants: ``en-us+f3``, ``en-gb-scotland+m2``, ...) and flite (kal, awb, rms, slt), each
+utterance with a random pitch, speed and word gap. Utterances are synthesised once into a
+*bank* (int16 at 8 kHz, cached on disk), and mixtures are drawn from the bank on the fly:
+two utterances of two different voices, random offsets, one scaled against the other by a
+random ratio (-5 to +5 dB), cut to a segment.
+
+Held out for the test figure: a few variants and one flite voice never used in training
+(:data:`HELD_OUT_VARIANTS`, :data:`HELD_OUT_FLITE`), and sentences from another seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UserError
+from ...progress import Progress
+
+SAMPLE_RATE = 8000
+
+ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                 "en-029", "en-us-nyc")
+# espeak-ng variants (``espeak-ng --voices=variant``); the held-out ones are never trained on.
+TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "f4", "klatt", "klatt2", "klatt3",
+                  "Andy", "Annie", "Denis", "Gene", "Jacky", "Lee", "Mr", "Storm", "Tweaky", "adam", "anika",
+                  "boris", "edward", "iven", "john", "linda", "max", "michel", "norbert", "paul", "pablo",
+                  "quincy", "rob", "robert", "steph", "travis", "victor", "zac", "Alex", "Andrea", "belinda",
+                  "benjamin", "caleb", "ed", "gustave", "Hugo", "Marco", "Mike", "shelby", "grandpa", "grandma",
+                  "sandro", "antonio")
+HELD_OUT_VARIANTS = ("m7", "m8", "f5", "klatt4", "Alicia", "aunty", "david", "kaukovalta", "miguel", "steph2")
+TRAIN_FLITE = ("kal16", "awb", "rms")
+HELD_OUT_FLITE = ("slt",)
+
+_SUBJECTS = ("the old man", "a young girl", "my brother", "the teacher", "our neighbour", "the doctor",
+             "a small dog", "the children", "her mother", "the pilot", "a tired student", "the baker",
+             "his sister", "the farmer", "a clever fox", "the singer", "my friend", "the captain",
+             "a quiet woman", "the workers", "the king", "a nervous boy", "the nurse", "the driver")
+_VERBS = ("found", "painted", "carried", "watched", "remembered", "opened", "forgot", "bought", "cleaned",
+          "followed", "dropped", "wanted", "answered", "visited", "repaired", "borrowed", "described",
+          "noticed", "pushed", "sold", "missed", "chose", "counted", "measured")
+_OBJECTS = ("a red bicycle", "the heavy box", "seven letters", "the broken window", "a yellow kite",
+            "the wooden bridge", "a strange map", "the empty bottle", "two green apples", "the long train",
+            "a silver coin", "the frozen lake", "nine paper cups", "the secret door", "a warm blanket",
+            "the tall tower", "a purple umbrella", "the tiny island", "forty old books", "the shiny spoon")
+_PLACES = ("near the river", "in the garden", "after lunch", "before midnight", "at the station",
+           "under the table", "behind the school", "on a rainy morning", "in the kitchen", "by the sea",
+           "during the storm", "at the market", "next to the church", "in the dark forest", "last summer",
+           "on the top floor", "across the street", "in a hurry", "without a word", "at dawn")
+_OPENERS = ("", "", "", "yesterday ", "suddenly ", "then ", "of course ", "every evening ", "once again ",
+            "quite slowly ", "to be honest ")
+_TAILS = ("", "", "", " and laughed", " but nobody cared", " while it was snowing", " because of the noise",
+          " for the first time", " and went home", " as fast as possible", " which was surprising")
+_QUESTIONS = ("why did {s} {v} {o}", "did {s} really {vb} {o} {p}", "who saw {s} {p}",
+              "how many times did {s} {vb} {o}")
+_BASE = {"found": "find", "painted": "paint", "carried": "carry", "watched": "watch", "remembered": "remember",
+         "opened": "open", "forgot": "forget", "bought": "buy", "cleaned": "clean", "followed": "follow",
+         "dropped": "drop", "wanted": "want", "answered": "answer", "visited": "visit", "repaired": "repair",
+         "borrowed": "borrow", "described": "describe", "noticed": "notice", "pushed": "push", "sold": "sell",
+         "missed": "miss", "chose": "choose", "counted": "count", "measured": "measure"}
+
+
+def sentence(rng: np.random.Generator) -> str:
+    """One random English sentence of our grammar (a statement, a question or a number)."""
+    s, v, o, p = (str(rng.choice(options)) for options in (_SUBJECTS, _VERBS, _OBJECTS, _PLACES))
+    kind = rng.random()
+    if kind < 0.15:
+        return str(rng.choice(_QUESTIONS)).format(s=s, v=v, vb=_BASE[v], o=o, p=p) + "?"
+    if kind < 0.22:
+        return f"the number is {int(rng.integers(2, 999))}, not {int(rng.integers(2, 999))}."
+    return f"{rng.choice(_OPENERS)}{s} {v} {o} {p}{rng.choice(_TAILS)}."
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str   # "espeak" or "flite"
+    name: str     # "en-us+f3" or "slt"
+    pitch: int = 50     # espeak -p 0..99
+    speed: int = 175    # espeak -s words per minute
+    gap: int = 0        # espeak -g extra pause between words (10 ms units)
+
+    @property
+    def speaker(self) -> str:
+        """Who it is, for "two different voices": the voice and variant, not the pitch or speed."""
+        return f"{self.engine}:{self.name}"
+
+
+def tts_available() -> str | None:
+    """None when espeak-ng is installed, else a one-line reason (flite is optional)."""
+    if shutil.which("espeak-ng") is None:
+        return "espeak-ng is not installed (Debian package espeak-ng; scripts/setup.sh installs it)."
+    return None
+
+
+def random_voice(rng: np.random.Generator, held_out: bool = False) -> Voice:
+    variants = HELD_OUT_VARIANTS if held_out else TRAIN_VARIANTS
+    flite = HELD_OUT_FLITE if held_out else TRAIN_FLITE
+    if shutil.which("flite") is not None and rng.random() < 0.15:
+        return Voice("flite", str(rng.choice(flite)))
+    name = f"{rng.choice(ESPEAK_VOICES)}+{rng.choice(variants)}"
+    return Voice("espeak", name, pitch=int(rng.integers(15, 86)), speed=int(rng.integers(130, 221)),
+                 gap=int(rng.integers(0, 4)))
+
+
+def synthesise(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Speak ``text`` with ``voice``: float32 mono at ``sample_rate``, silence trimmed at both ends."""
+    from scipy.io import wavfile
+    from scipy.signal import resample_poly
+
+    with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
+        out = Path(tmp) / "u.wav"
+        if voice.engine == "espeak":
+            cmd = ["espeak-ng", "-v", voice.name, "-p", str(voice.pitch), "-s", str(voice.speed),
+                   "-g", str(voice.gap), "-w", str(out), text]
+        else:
+            cmd = ["flite", "-voice", voice.name, "-t", text, "-o", str(out)]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        except FileNotFoundError:
+            raise UserError(tts_available() or f"{cmd[0]} is not installed.") from None
+        except subprocess.CalledProcessError as exc:
+            raise UserError(f"{cmd[0]} failed for voice {voice.name}: "
+                            f"{exc.stderr.decode(errors='replace').strip()[:200]}") from None
+        rate, pcm = wavfile.read(out)
+        audio = pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm.astype(np.float32)
+        if audio.ndim == 2:
+            audio = audio.mean(axis=1)
+    if rate != sample_rate:
+        from math import gcd
+
+        g = gcd(rate, sample_rate)
+        audio = resample_poly(audio, sample_rate // g, rate // g).astype(np.float32)
+    loud = np.flatnonzero(np.abs(audio) > 0.01 * (np.abs(audio).max() + 1e-9))
+    if len(loud):
+        audio = audio[max(loud[0] - 80, 0):loud[-1] + 80]
+    return audio.astype(np.float32)
+
+
+@dataclass
+class BankConfig:
+    utterances: int = 2000
+    seed: int = 0
+    held_out: bool = False
+    sample_rate: int = SAMPLE_RATE
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True) + "|v1"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class UtteranceBank:
+    """Many synthesised utterances in one int16 array, with their speaker labels."""
+
+    def __init__(self, audio: np.ndarray, starts: np.ndarray, speakers: Sequence[str], sample_rate: int) -> None:
+        self.audio = audio            # int16 [total]
+        self.starts = starts          # int64 [n + 1]: utterance i is audio[starts[i]:starts[i+1]]
+        self.speakers = list(speakers)
+        self.sample_rate = sample_rate
+        ids = {name: k for k, name in enumerate(sorted(set(self.speakers)))}
+        self.speaker_ids = np.array([ids[s] for s in self.speakers])
+
+    def __len__(self) -> int:
+        return len(self.speakers)
+
+    def utterance(self, i: int) -> np.ndarray:
+        return self.audio[self.starts[i]:self.starts[i + 1]].astype(np.float32) / 32767.0
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, audio=self.audio, starts=self.starts, speakers=np.array(self.speakers),
+                 sample_rate=np.array(self.sample_rate))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> UtteranceBank:
+        with np.load(path, allow_pickle=False) as f:
+            return cls(f["audio"], f["starts"], [str(s) for s in f["speakers"]], int(f["sample_rate"]))
+
+
+def build_bank(config: BankConfig, cache_dir: Path | None = None) -> Iterator[Progress | UtteranceBank]:
+    """Synthesise (or read from the cache) a bank; yields Progress, then the bank last."""
+    path = cache_dir / f"tts-bank-{config.key()}.npz" if cache_dir is not None else None
+    if path is not None and path.exists():
+        yield UtteranceBank.load(path)
+        return
+    reason = tts_available()
+    if reason:
+        raise UserError(reason)
+    rng = np.random.default_rng(config.seed)
+    chunks, speakers, starts = [], [], [0]
+    for k in range(config.utterances):
+        voice = random_voice(rng, held_out=config.held_out)
+        text = " ".join(sentence(rng) for _ in range(int(rng.integers(1, 3))))
+        audio = synthesise(text, voice, config.sample_rate)
+        if len(audio) < config.sample_rate // 2:
+            continue
+        pcm = np.clip(audio / (np.abs(audio).max() + 1e-9) * 0.9, -1, 1)
+        chunks.append((pcm * 32767).astype(np.int16))
+        speakers.append(voice.speaker)
+        starts.append(starts[-1] + len(chunks[-1]))
+        if k % 20 == 0:
+            yield Progress((k + 1) / config.utterances, f"synthesising utterance {k + 1} of {config.utterances}")
+    bank = UtteranceBank(np.concatenate(chunks), np.array(starts, dtype=np.int64), speakers, config.sample_rate)
+    if path is not None:
+        bank.save(path)
+    yield bank
+
+
+def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_src: int = 2,
+                 ratio_db: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """One training example: (mixture [T], sources [C, T]) of ``n_src`` different speakers.
+
+    Each source is a random stretch of one utterance (padded with silence when shorter,
+    placed at a random offset), normalised to unit power over its active part, then given a
+    random gain in +-``ratio_db``/2 dB; the mixture is their sum, and all are scaled together
+    so that the mixture's peak is at most 0.9.
+    """
+    chosen: list[int] = []
+    while len(chosen) < n_src:
+        i = int(rng.integers(len(bank)))
+        if all(bank.speaker_ids[i] != bank.speaker_ids[j] for j in chosen):
+            chosen.append(i)
+    sources = np.zeros((n_src, segment), np.float32)
+    for c, i in enumerate(chosen):
+        u = bank.utterance(i)
+        if len(u) > segment:
+            start = int(rng.integers(len(u) - segment + 1))
+            piece, at = u[start:start + segment], 0
+        else:
+            piece, at = u, int(rng.integers(segment - len(u) + 1))
+        power = float(np.sqrt(np.mean(piece**2) + 1e-8))
+        gain = 10 ** (rng.uniform(-ratio_db / 2, ratio_db / 2) / 20) / power
+        sources[c, at:at + len(piece)] = piece * gain
+    mixture = sources.sum(axis=0)
+    scale = 0.9 / max(float(np.abs(mixture).max()), float(np.abs(sources).max()), 1e-6)
+    return (mixture * scale).astype(np.float32), (sources * scale).astype(np.float32)
+
+
+def mixture_batches(bank: UtteranceBank, batch: int, segment: int, seed: int, n_src: int = 2
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless batches (mixtures [B, T], sources [B, C, T]), mixed on the fly, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    while True:
+        pairs = [make_mixture(bank, rng, segment, n_src) for _ in range(batch)]
+        yield np.stack([m for m, _ in pairs]), np.stack([s for _, s in pairs])
