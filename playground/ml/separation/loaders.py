@@ -512,3 +512,31 @@ def load_for_picker(path: str) -> Generator[Progress, None, LoadedModel]:
     """The separation tab's loader for a file the user chose, as a job: one progress report, then the model."""
     yield Progress(None, f"Reading {Path(path).name}")
     return load_separator(path)
+
+
+#: The embedded defaults in ``resources/`` (trained by :mod:`.train`; the command is in their JSON).
+DEFAULT_MODEL = "convtasnet-tts-8k.safetensors"
+DEFAULT_CAUSAL_MODEL = "convtasnet-tts-8k-causal.safetensors"
+
+
+def _load_embedded(file_name: str, title: str) -> Generator[Progress, None, LoadedModel]:
+    from ...paths import RESOURCES
+
+    path = RESOURCES / file_name
+    if not path.exists():
+        raise BadFileError(f"The embedded {title} ({file_name}) is missing from {RESOURCES}; "
+                           "open a Conv-TasNet file instead.")
+    yield Progress(None, f"Reading the embedded {title}")
+    loaded = load_separator(path)
+    return LoadedModel(model=loaded.model, name=title[0].upper() + title[1:], source=str(path), format=loaded.format,
+                       parameters=loaded.parameters, details=loaded.details)
+
+
+def load_default() -> Generator[Progress, None, LoadedModel]:
+    """The Separation tab's embedded default: a small non-causal Conv-TasNet trained on TTS mixtures."""
+    return (yield from _load_embedded(DEFAULT_MODEL, "TTS voices model (embedded)"))
+
+
+def load_default_causal() -> Generator[Progress, None, LoadedModel]:
+    """The embedded causal model (cumulative layer norm), for live separation while recording."""
+    return (yield from _load_embedded(DEFAULT_CAUSAL_MODEL, "causal TTS voices model (embedded, live)"))

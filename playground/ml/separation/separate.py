@@ -24,7 +24,6 @@ attributes (:class:`~.model.ConvTasNet`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator
 
 import numpy as np
@@ -33,24 +32,12 @@ from torch import Tensor, nn
 
 from ...errors import UserError
 from ...progress import Progress
+from .audio import resample  # noqa: F401 - also part of this module's API
 from .losses import best_permutation, pairwise_si_snr
 
 DEFAULT_WINDOW_S = 8.0
 DEFAULT_OVERLAP = 0.5
 DEFAULT_PEAK = 0.99
-
-
-def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling along the last axis (scipy's ``resample_poly``, Kaiser-windowed FIR), float32."""
-    from scipy.signal import resample_poly
-
-    from_rate, to_rate = int(from_rate), int(to_rate)
-    if from_rate < 1 or to_rate < 1:
-        raise UserError(f"Sample rates must be positive, not {from_rate} and {to_rate}.")
-    if from_rate == to_rate:
-        return np.asarray(audio, dtype=np.float32)
-    g = math.gcd(from_rate, to_rate)
-    return resample_poly(audio, to_rate // g, from_rate // g, axis=-1).astype(np.float32, copy=False)
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
