@@ -177,7 +177,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
             from .loaders import save_separator
 
             save_separator(out, model, {
-                "command": command, "config": asdict(cfg), "seed": cfg.seed, "steps": step,
+                "command": command, "train_config": asdict(cfg), "seed": cfg.seed, "steps": step,
                 "seconds": round(seconds, 1), "status": status, "made_by": "playground.ml.separation.train",
                 "validation_si_snri_db": round(val, 2),
                 "training_data": "two-speaker mixtures of espeak-ng and flite voices reading sentences of "

@@ -1,0 +1,139 @@
+"""The TTS mixtures and the training script: reproducible sentences and voices, mixtures that
+add up, a cached bank, and a short training run that writes its run files and weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from playground.ml.separation import speech
+from playground.ml.separation import train as sep_train
+
+
+def tone_bank(n: int = 12, rate: int = speech.SAMPLE_RATE) -> speech.UtteranceBank:
+    """A bank of tones of different pitch and length, one 'speaker' per pitch."""
+    rng = np.random.default_rng(0)
+    chunks, speakers = [], []
+    for k in range(n):
+        t = np.arange(int(rate * rng.uniform(0.6, 1.5))) / rate
+        chunks.append((0.5 * np.sin(2 * np.pi * (150 + 40 * (k % 6)) * t) * 32767).astype(np.int16))
+        speakers.append(f"tone:{k % 6}")
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    return speech.UtteranceBank(np.concatenate(chunks), starts, speakers, rate)
+
+
+def test_sentences_and_voices_are_reproducible_and_held_out_voices_are_apart():
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [speech.sentence(a) for _ in range(20)] == [speech.sentence(b) for _ in range(20)]
+    rng = np.random.default_rng(5)
+    text = " ".join(speech.sentence(rng) for _ in range(50))
+    assert len(set(text.split())) > 60  # a varied vocabulary
+    assert not set(speech.TRAIN_VARIANTS) & set(speech.HELD_OUT_VARIANTS)
+    assert not set(speech.TRAIN_FLITE) & set(speech.HELD_OUT_FLITE)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        voice = speech.random_voice(rng, held_out=True)
+        name = voice.name.split("+")[-1]
+        assert name in speech.HELD_OUT_VARIANTS + speech.HELD_OUT_FLITE
+        assert 15 <= voice.pitch <= 85 or voice.engine == "flite"
+
+
+def test_a_mixture_is_the_sum_of_its_sources_from_different_speakers():
+    bank = tone_bank()
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        mix, src = speech.make_mixture(bank, rng, 4000)
+        assert mix.shape == (4000,) and src.shape == (2, 4000) and mix.dtype == np.float32
+        np.testing.assert_allclose(mix, src.sum(axis=0), atol=1e-6)
+        assert np.abs(mix).max() <= 0.9 + 1e-6 and np.abs(src).max() <= 0.9 + 1e-6
+        assert all(np.abs(s).max() > 0 for s in src)
+    # Different speakers: two sources never share a pitch (the bank's speaker).
+    mix, src = speech.make_mixture(bank, np.random.default_rng(2), 8000)
+    peaks = [np.argmax(np.abs(np.fft.rfft(s))) for s in src]
+    assert peaks[0] != peaks[1]
+    batches = speech.mixture_batches(bank, 3, 2000, seed=4)
+    m, s = next(batches)
+    assert m.shape == (3, 2000) and s.shape == (3, 2, 2000)
+    m2, _ = next(speech.mixture_batches(bank, 3, 2000, seed=4))
+    np.testing.assert_array_equal(m, m2)  # reproducible from the seed
+
+
+def test_the_bank_is_built_once_and_read_back_from_the_cache(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_synthesise(text, voice, sample_rate=speech.SAMPLE_RATE):
+        calls.append(voice.speaker)
+        t = np.arange(sample_rate) / sample_rate
+        return (0.3 * np.sin(2 * np.pi * (100 + len(calls)) * t)).astype(np.float32)
+
+    monkeypatch.setattr(speech, "synthesise", fake_synthesise)
+    monkeypatch.setattr(speech, "tts_available", lambda: None)
+    config = speech.BankConfig(utterances=8, seed=1)
+    items = list(speech.build_bank(config, tmp_path))
+    bank = items[-1]
+    assert isinstance(bank, speech.UtteranceBank) and len(bank) == 8 and len(calls) == 8
+    again = list(speech.build_bank(config, tmp_path))[-1]
+    assert len(calls) == 8  # from the cache
+    np.testing.assert_array_equal(again.audio, bank.audio)
+    assert again.speakers == bank.speakers
+    assert speech.BankConfig(utterances=8, seed=2).key() != config.key()
+
+
+def test_no_tts_engine_is_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    with pytest.raises(Exception, match="espeak-ng"):
+        list(speech.build_bank(speech.BankConfig(utterances=2, seed=9), tmp_path))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_espeak_speaks_at_8_khz():
+    audio = speech.synthesise("the old man found a red bicycle.", speech.Voice("espeak", "en-us+m3"))
+    assert audio.dtype == np.float32 and 0.5 * speech.SAMPLE_RATE < len(audio) < 5 * speech.SAMPLE_RATE
+    assert 0.05 < np.abs(audio).max() <= 1.0
+
+
+def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkeypatch):
+    from playground.ml.separation import loaders
+    from playground.ml.training.runs import RunStore
+
+    monkeypatch.setitem(sep_train.PRESETS, "tiny", dict(N=16, L=8, B=8, H=16, Sc=8, P=3, X=2, R=1))
+    bank = tone_bank(24)
+
+    def fake_bank(config, cache_dir=None):
+        yield bank
+
+    monkeypatch.setattr(speech, "build_bank", fake_bank)
+    cfg = sep_train.TrainConfig(preset="tiny", batch=4, segment_s=0.25, minutes=0.05, check_every=5,
+                                val_mixtures=4, utterances=24)
+    store = RunStore(tmp_path / "runs")
+    out = tmp_path / "model.safetensors"
+    state = tmp_path / "state.pt"
+    gen = sep_train.train(cfg, store, out, state, None, command="test")
+    steps = []
+    try:
+        while True:
+            item = next(gen)
+            if isinstance(item, sep_train.SepStep):
+                steps.append(item)
+    except StopIteration as stop:
+        result = stop.value
+    assert result["status"] == "finished" and result["steps"] == len(steps) >= 5
+    assert np.isfinite(result["val_si_snri"])
+    model = loaders.load_separator(out).model
+    assert model.config.N == 16 and model.n_src == 2
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["made_by"] == "playground.ml.separation.train" and sidecar["steps"] == len(steps)
+    runs = store.list_runs()
+    assert len(runs) == 1 and runs[0].status == "finished"
+    saved = torch.load(state, weights_only=True)
+    assert saved["step"] == len(steps)
+    # Resuming continues from the saved step (with a larger budget).
+    cfg2 = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": cfg.minutes + 0.03})
+    gen = sep_train.train(cfg2, None, None, state, None)
+    first = next(item for item in gen if isinstance(item, sep_train.SepStep))
+    assert first.step == len(steps) + 1
+    gen.close()
