@@ -1,7 +1,7 @@
 """Train the Separation tab's default Conv-TasNet on text-to-speech mixtures (:mod:`.speech`).
 
     python -m playground.ml.separation.train --preset default --minutes 60 \\
-        --out resources/convtasnet-tts-8k.safetensors
+        --out resources/convtasnet-tts-8k.safetensors [--max-steps N] [--state data/run.state.pt]
 
 The paper's recipe, scaled to a CPU: uPIT with negative SI-SNR, Adam at 1e-3, gradient
 clipping at L2 norm 5, the rate halved when the validation SI-SNR has not improved for
@@ -52,7 +52,8 @@ class TrainConfig:
     clip: float = 5.0
     patience: int = 3
     check_every: int = 100         # steps between validation checks
-    minutes: float = 60.0          # the time budget; the run stops and saves after it
+    minutes: float = 60.0          # the time budget (in all, resumed runs included); it stops and saves after it
+    max_steps: int = 0             # stop after this many steps too (0: no limit); repeat a run with its step count
     utterances: int = 1500         # the training bank
     val_mixtures: int = 64
     mask_act: str = "sigmoid"
@@ -123,7 +124,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     status = runstore.RUNNING
     recent: list[float] = []
     try:
-        while time.perf_counter() - start < cfg.minutes * 60:
+        while time.perf_counter() - start < cfg.minutes * 60 and not (cfg.max_steps and step >= cfg.max_steps):
             mix, src = (torch.from_numpy(a) for a in next(batches))
             est = model(mix)
             loss, _ = losses.pit_si_snr_loss(est, src)
