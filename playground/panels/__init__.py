@@ -28,6 +28,7 @@ PANELS: list[PanelSpec] = [
     PanelSpec("playground.panels.training", "TrainingPanel", "&Training"),
     PanelSpec("playground.panels.som", "SOMPanel", "&SOM"),
     PanelSpec("playground.panels.drag", "DragPanel", "&Drag"),
+    PanelSpec("playground.panels.separation", "SeparationPanel", "S&eparation"),
 ]
 
 
