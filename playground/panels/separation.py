@@ -305,6 +305,7 @@ class SeparationPanel(Panel):
         self._live_parts: list[np.ndarray] = []
         self._live_rate = 0
         self._last_recording: np.ndarray | None = None
+        self._before_recording: tuple[InputAudio | None, SeparationResult | None] = (None, None)
         self._sent = 0
         self._ticks = 0
         self._started = False
@@ -356,6 +357,7 @@ class SeparationPanel(Panel):
         sf.addRow(self.open_button)
         self.device = QComboBox()
         self.device.setToolTip("The microphone to record from")
+        self.device.activated.connect(lambda _i: setattr(self, "_wanted_device", self.device.currentData() or ""))
         self.device.addItem("Default microphone", "")
         self.max_seconds = QSpinBox(minimum=1, maximum=600, value=d.max_seconds, suffix=" s")
         self.max_seconds.setToolTip("Recording stops by itself after this long")
@@ -474,7 +476,7 @@ class SeparationPanel(Panel):
 
     # -- settings ----------------------------------------------------------------------------------
     def settings_state(self) -> SeparationSettings:
-        return SeparationSettings(demo=self.demo.currentData() or "", device=self.device.currentData() or "",
+        return SeparationSettings(demo=self.demo.currentData() or "", device=self._wanted_device,
                                   max_seconds=self.max_seconds.value(), live=self.live.isChecked(),
                                   window_s=self.window_s.value())
 
@@ -623,7 +625,7 @@ class SeparationPanel(Panel):
                 self.result.spectrograms[k - 1] if self.result is not None and
                 len(self.result.spectrograms) >= k else None)
             row.set_spectrogram(picture, duration, rate)
-            if picture is None:
+            if picture is None and track.size:
                 missing.append(k)
             row.set_score(self._score_text(k))
         # with voices the mixture is muted, so that playing gives the voices (their sum is the mixture)
@@ -770,6 +772,8 @@ class SeparationPanel(Panel):
         self._ticks = 0
         self._live_parts = []
         self._live_rate = rate
+        self._before_recording = (self.input, self.result)  # given back if nothing is recorded
+        self._last_recording = None
         self.set_input(InputAudio("Recording", np.zeros(0, np.float32), rate))
         if live_model is not None:
             self._live = True
@@ -830,6 +834,7 @@ class SeparationPanel(Panel):
             self.controls.set_status("Finishing the live separation…")
             return
         if samples.size == 0:
+            self._restore_before_recording()
             self.controls.set_status("Nothing was recorded.", error=True)
             return
         self.set_input(InputAudio("Recording", samples, r.sample_rate))
@@ -846,6 +851,11 @@ class SeparationPanel(Panel):
         self.live_info.setText(f"Live: latency {last.latency_s * 1000:.1f} ms (algorithmic) + "
                                f"{last.compute_s * 1000:.1f} ms (compute) = "
                                f"{(last.latency_s + last.compute_s) * 1000:.1f} ms")
+
+    def _restore_before_recording(self) -> None:
+        previous, result = self._before_recording
+        if previous is not None:
+            self.set_input(previous, result)
 
     def live_samples(self) -> int:
         """Separated samples per voice that live mode has given so far."""
@@ -871,15 +881,19 @@ class SeparationPanel(Panel):
             self.controls.set_status(f"Live separation done: {result.seconds:.1f} s, {result.sources.shape[0]} voices.")
             return
         if state == JobState.FINISHED:
+            self._restore_before_recording()
             self.controls.set_status("Nothing was recorded.", error=True)
             return
-        # stopped or failed: keep what arrived
-        if self._live_parts and self.input is not None:
-            voices = np.concatenate(self._live_parts, axis=1)
-            mixture = self._last_recording
-            if mixture is not None and mixture.size:
-                voices = np.pad(voices, ((0, 0), (0, max(0, mixture.size - voices.shape[1]))))[:, :mixture.size]
-                self.set_input(InputAudio("Live recording (stopped)", mixture, rate), SeparationResult(voices, rate))
+        # stopped or failed: keep what was recorded and what was separated of it (zeros after that)
+        mixture = self._last_recording
+        if mixture is None or mixture.size == 0:
+            self._restore_before_recording()
+            return
+        n_src = self.live_model().n_src if self.live_model() is not None else 0
+        voices = np.concatenate(self._live_parts, axis=1) if self._live_parts else np.zeros((n_src, 0), np.float32)
+        voices = np.pad(voices, ((0, 0), (0, max(0, mixture.size - voices.shape[1]))))[:, :mixture.size]
+        self.set_input(InputAudio("Live recording (stopped)", mixture, rate),
+                       SeparationResult(voices, rate) if n_src else None)
 
     # -- playing -----------------------------------------------------------------------------------
     def gains(self) -> list[float]:

@@ -57,6 +57,8 @@ def spectrogram(audio: np.ndarray, rate: int, max_frames: int = 800, floor_db: f
     window = np.hanning(n_fft).astype(np.float32)
     mag = np.abs(np.fft.rfft(audio[index] * window, axis=1))                   # [K, F]
     db = 20 * np.log10(mag + 1e-9)
+    if db.max() < -150:  # silence: a dark picture, not one of rounding noise
+        return np.zeros((mag.shape[1], mag.shape[0]), dtype=np.float32)
     db -= db.max()
     return np.ascontiguousarray(((np.clip(db, -floor_db, 0) + floor_db) / floor_db).T, dtype=np.float32)
 

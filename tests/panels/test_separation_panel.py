@@ -145,8 +145,12 @@ def test_the_tab_opens_with_a_demo_and_separate_scores_each_voice(qtbot, panel):
     assert p.rows.rows[2].image.image is not None
 
 
-def test_a_three_voice_model_gives_three_voice_rows(qtbot, panel):
-    panel.model = tiny(n_src=3)
+def test_a_three_voice_model_gives_three_voice_rows(qtbot, panel, tmp_path):
+    path = loaders.save_separator(tmp_path / "three.safetensors", tiny(n_src=3))
+    panel.picker.open_path(str(path))
+    qtbot.waitUntil(lambda: panel.model.n_src == 3, timeout=10000)
+    info = panel.picker.info_label.text()
+    assert "Speakers: 3" in info and "Sample rate: 8000 Hz" in info and "parameters" in info
     separate(qtbot, panel)
     assert len(panel.rows.rows) == 4 and panel.result.si_snri is None  # the demo has two true voices
     assert panel.strip.captions[-1] == "mask m3"
@@ -239,6 +243,21 @@ def test_recording_stops_at_the_length_limit(qtbot, make_window, fakes):
     assert p.input.mixture.size == 8000 and "limit" in p.controls.status.text()
 
 
+def test_a_recording_of_nothing_gives_the_previous_input_back(qtbot, make_window, fakes, monkeypatch):
+    class Silent:  # a device that never delivers a block
+        def __init__(self, **kwargs):
+            pass
+
+        start = stop = close = lambda self: None
+
+    monkeypatch.setattr(panel_module, "INPUT_STREAM_FACTORY", Silent)
+    _, p = make_window()
+    before = p.input
+    assert p.start_recording() and p.input is not before
+    p.stop_recording()
+    assert p.input is before and p.controls.status.text() == "Nothing was recorded."
+
+
 def test_without_a_microphone_record_is_disabled_with_the_reason(qtbot, make_window, monkeypatch):
     monkeypatch.setattr(audio, "audio_unavailable_reason", lambda direction=None: "No microphone was found.")
     _, p = make_window()
@@ -304,8 +323,12 @@ def test_a_bad_audio_file_is_one_line_and_nothing_is_lost(qtbot, panel, tmp_path
     assert panel.input.name == "tone.flac" and panel.input.mixture.size == 4000
 
 
-def test_settings_are_remembered_across_windows(qtbot, make_window):
+def test_settings_are_remembered_across_windows(qtbot, make_window, fakes, monkeypatch):
+    mics = [audio.DeviceInfo(0, "Built-in", 2, 48000.0, True), audio.DeviceInfo(3, "USB mic", 1, 16000.0)]
+    monkeypatch.setattr(audio, "input_devices", lambda: mics)
     win, p = make_window()
+    p.device.setCurrentIndex(p.device.findData("USB mic"))
+    p.device.activated.emit(p.device.currentIndex())
     p.demo.setCurrentIndex(1)
     p.load_demo()
     p.max_seconds.setValue(17)
@@ -314,7 +337,7 @@ def test_settings_are_remembered_across_windows(qtbot, make_window):
     win.close()
     _, p2 = make_window()
     assert p2.demo.currentIndex() == 1 and p2.max_seconds.value() == 17 and p2.window_s.value() == 4.0
-    assert p2.live.isChecked()
+    assert p2.live.isChecked() and p2.device.currentData() == "USB mic"
     qtbot.waitUntil(lambda: p2.input is not None and p2.input.name == demos.list_demos()[1].title, timeout=10000)
     qtbot.waitUntil(lambda: p2.live_model() is not None, timeout=10000)
 
@@ -354,3 +377,16 @@ def test_closing_the_window_stops_recording_playing_and_jobs(qtbot, make_window,
     recorder = p.recorder
     win.close()
     assert p.recorder is None and not recorder.recording and win.threads_stopped
+
+
+def test_the_pictures_helpers():
+    from playground.widgets.audio_rows import envelope, spectrogram
+
+    x, y = envelope(KNOWN[:100], 8000)
+    assert np.array_equal(y, KNOWN[:100]) and x[1] == 1 / 8000
+    x, y = envelope(KNOWN, 8000, max_points=1000)
+    assert y.size <= 1000 and y.max() <= 0.5 and y.min() >= -0.5 and x[-1] < KNOWN.size / 8000
+    pic = spectrogram(KNOWN[:8000], 8000)
+    assert pic.shape[0] == 129 and 0 <= pic.min() and pic.max() == 1.0
+    assert pic[:, 5].argmax() == round(440 / 8000 * 256)  # the tone's bin is the brightest
+    assert not spectrogram(np.zeros(8000, np.float32), 8000).any()  # silence is dark
