@@ -1,6 +1,6 @@
-"""Make the README's screenshots: docs/screenshots/{training,som,drag}.png (offscreen Qt).
+"""Make the README's screenshots: docs/screenshots/{training,som,drag,separation}.png (offscreen Qt).
 
-    python scripts/screenshots.py [training] [som] [drag]
+    python scripts/screenshots.py [training] [som] [drag] [separation]
 
 Each tab is driven as a user would (the form, then Start), waited for, and grabbed.
 Runs and settings go to a temporary folder, not the user's.
@@ -104,9 +104,21 @@ def main(which: list[str]) -> None:
         win.grab().save(str(OUT / "drag.png"))
         panel.stop()
         wait_for(app, lambda: not panel.running)
+    if "separation" in which:
+        from playground.panels.separation import SeparationPanel
+
+        panel = win.panel(SeparationPanel)
+        win.tabs.setCurrentWidget(panel)
+        wait_for(app, lambda: panel.picker.current is not None and not panel.running)
+        settle(app, 2.0)
+        wait_for(app, lambda: not panel.running)
+        panel.start()
+        wait_for(app, lambda: not panel.running)
+        settle(app)
+        win.grab().save(str(OUT / "separation.png"))
     win.close()
     print("wrote", ", ".join(str(OUT / f"{w}.png") for w in which))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["training", "som", "drag"])
+    main(sys.argv[1:] or ["training", "som", "drag", "separation"])
