@@ -337,6 +337,46 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: Mapping[str, Any
         raise BadFileError(f"The weights do not fit {what}: {first}") from None
 
 
+def read_file_head(path: str | os.PathLike, size: int, kind: str) -> bytes:
+    """The first ``size`` bytes of a file a user picked, after the checks every loader makes:
+    it exists, it is a regular file (a FIFO would block, /dev/zero never end), it can be
+    read, it is not empty. ``kind`` names what it should be ("a generator file")."""
+    path = Path(path)
+    name = path.name or str(path)
+    try:
+        if path.is_dir():
+            raise BadFileError(f"{name} is a folder, not {kind}.")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise BadFileError(f"{name} is not a regular file.")
+        with open(path, "rb") as f:
+            head = f.read(size)
+    except FileNotFoundError:
+        raise BadFileError(f"{name} does not exist.") from None
+    except PermissionError:
+        raise BadFileError(f"{name} cannot be read (permission denied).") from None
+    if not head:
+        raise BadFileError(f"{name} is empty.")
+    return head
+
+
+def weights_path(path: str | os.PathLike) -> Path:
+    """The weights of one of our files when the user picked its ``.json`` sidecar."""
+    path = Path(path)
+    if path.suffix.lower() == ".json" and path.with_suffix(".safetensors").exists():
+        return path.with_suffix(".safetensors")
+    return path
+
+
+def key_mismatch(missing: list[str], unexpected: list[str]) -> str:
+    """ "2 missing (first 'a') and 1 unexpected (first 'b')": the one-line summary of a key mismatch."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (first {missing[0]!r})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
+    return " and ".join(parts)
+
+
 def check_state_dict(module: torch.nn.Module, state_dict: Mapping[str, Any], *, what: str = "the model") -> None:
     """The keys and shapes of :func:`load_state_dict_strict`, without loading (a skeleton on "meta" will do)."""
     if not isinstance(state_dict, Mapping):
@@ -345,12 +385,8 @@ def check_state_dict(module: torch.nn.Module, state_dict: Mapping[str, Any], *, 
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first {missing[0]!r})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
-        raise BadFileError(f"The weights do not fit {what}: {' and '.join(parts)} of {len(expected)} expected.")
+        raise BadFileError(f"The weights do not fit {what}: {key_mismatch(missing, unexpected)} of "
+                           f"{len(expected)} expected.")
     for key, want in expected.items():
         got = state_dict[key]
         if not isinstance(got, torch.Tensor):

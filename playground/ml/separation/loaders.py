@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
@@ -101,13 +100,8 @@ def _build_and_load(config: ConvTasNetConfig, state_dict: Mapping[str, Any], fil
     unexpected = [k for k in state_dict if k not in ours_of]
     missing = [k for k in ours_of if k not in state_dict]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first {missing[0]!r})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
         raise BadFileError(f"{what} does not fit the Conv-TasNet its settings describe: "
-                           f"{' and '.join(parts)} of {len(ours_of)} expected weights.")
+                           f"{checkpoints.key_mismatch(missing, unexpected)} of {len(ours_of)} expected weights.")
     mapped: dict[str, Tensor] = {}
     for theirs, ours in ours_of.items():
         got = state_dict[theirs]
@@ -428,30 +422,11 @@ def read_separator_file(path: str | os.PathLike) -> ConvTasNet:
 
 
 # -- one entry point for any supported file -------------------------------------------------------
-def _weights_path(path: Path) -> Path:
-    """The weights when the user picked the .json of one of our files."""
-    if path.suffix.lower() == ".json" and path.with_suffix(".safetensors").exists():
-        return path.with_suffix(".safetensors")
-    return path
-
-
 def file_format(path: str | os.PathLike) -> str:
     """"safetensors" or "pytorch", told from the file's first bytes; a clear refusal otherwise."""
     path = Path(path)
     name = _name(path)
-    try:
-        if path.is_dir():
-            raise BadFileError(f"{name} is a folder, not a separator file.")
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block, /dev/zero never end
-            raise BadFileError(f"{name} is not a regular file.")
-        with open(path, "rb") as f:
-            head = f.read(14)
-    except FileNotFoundError:
-        raise BadFileError(f"{name} does not exist.") from None
-    except PermissionError:
-        raise BadFileError(f"{name} cannot be read (permission denied).") from None
-    if not head:
-        raise BadFileError(f"{name} is empty.")
+    head = checkpoints.read_file_head(path, 14, "a separator file")
     if len(head) >= 9 and head[8:9] == b"{":  # an 8-byte header length, then safetensors' JSON header
         return FORMAT_OURS
     if head.startswith(_TORCH_MAGICS[0]) or head == _TORCH_MAGICS[1]:
@@ -464,7 +439,7 @@ def file_format(path: str | os.PathLike) -> str:
 
 def read_model(path: str | os.PathLike) -> tuple[ConvTasNet, str]:
     """(model, format name) from any supported file, told apart by content, not by name."""
-    path = _weights_path(Path(path))
+    path = checkpoints.weights_path(Path(path))
     name = _name(path)
     if file_format(path) == FORMAT_OURS:
         return read_separator_file(path), FORMAT_OURS
@@ -503,7 +478,7 @@ def describe(model: ConvTasNet, source: str = "", format: str = "") -> LoadedMod
 
 def load_separator(path: str | os.PathLike) -> LoadedModel:
     """Any supported separator file (ours, asteroid's, torchaudio's) as a :class:`LoadedModel`."""
-    path = _weights_path(Path(path))
+    path = checkpoints.weights_path(Path(path))
     model, fmt = read_model(path)
     return describe(model, source=str(path), format=fmt)
 

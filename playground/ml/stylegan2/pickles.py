@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import math
 import os
-import stat
 from collections.abc import Generator as Steps
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -527,19 +526,7 @@ def file_format(path: str | os.PathLike) -> str:
     """:data:`FORMAT_PICKLE` or :data:`FORMAT_SAFETENSORS`, told from the file's first bytes (not its name)."""
     path = Path(path)
     name = _name(path)
-    try:
-        if path.is_dir():
-            raise BadFileError(f"{name} is a folder, not a generator file.")
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block, /dev/zero never end
-            raise BadFileError(f"{name} is not a regular file.")
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except FileNotFoundError:
-        raise BadFileError(f"{name} does not exist.") from None
-    except PermissionError:
-        raise BadFileError(f"{name} cannot be read (permission denied).") from None
-    if not head:
-        raise BadFileError(f"{name} is empty.")
+    head = checkpoints.read_file_head(path, 9, "a generator file")
     # The safetensors test first: its 8-byte little-endian header length may well start
     # with 0x80 (a 128-byte header, say), which is also pickle's protocol opcode.
     if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
@@ -552,17 +539,10 @@ def file_format(path: str | os.PathLike) -> str:
     raise BadFileError(f"{name} is neither a StyleGAN2 network pickle nor a .safetensors generator file.")
 
 
-def _weights_path(path: Path) -> Path:
-    """The sidecar's weights when the user picked the .json of one of our files."""
-    if path.suffix.lower() == ".json" and path.with_suffix(".safetensors").exists():
-        return path.with_suffix(".safetensors")
-    return path
-
-
 def read_generator(path: str | os.PathLike, device: str | torch.device = "cpu"
                    ) -> Steps[Progress, None, torch.nn.Module]:
     """:func:`load_generator` as a job: yields :class:`Progress`, returns the generator."""
-    path = _weights_path(Path(path))
+    path = checkpoints.weights_path(Path(path))
     kind = file_format(path)
     if kind == FORMAT_PICKLE:
         init_kwargs, state_dict = yield from read_official_pickle(path)
@@ -582,7 +562,7 @@ def describe(model_or_path: torch.nn.Module | str | os.PathLike, *, source: str 
              format: str = "") -> LoadedModel:  # noqa: A002 - the picker's field is called format
     """A generator (or the file at a path, loaded) as the model picker shows it."""
     if isinstance(model_or_path, (str, os.PathLike)):
-        path = _weights_path(Path(model_or_path))
+        path = checkpoints.weights_path(Path(model_or_path))
         return describe(load_generator(path), source=str(path), format=format or file_format(path))
     G = model_or_path
     res = int(G.img_resolution)
@@ -596,7 +576,7 @@ def describe(model_or_path: torch.nn.Module | str | os.PathLike, *, source: str 
 
 def load_for_picker(path: str) -> Steps[Progress, None, LoadedModel]:
     """The Drag tab's loader for a file the user chose: progress while reading, then the model."""
-    weights = _weights_path(Path(path))
+    weights = checkpoints.weights_path(Path(path))
     kind = file_format(weights)
     G = yield from read_generator(weights)
     return describe(G, source=str(weights), format=kind)
