@@ -794,13 +794,13 @@ class SeparationPanel(Panel):
         self.level.setValue(level_percent(r.level().peak))
         self._ticks += 1
         draw = self._ticks % DRAW_EVERY_TICKS == 0
-        if self._live or draw:
-            samples = r.samples()  # (a copy of the whole recording: once per tick at most)
-            if self._live and samples.size > self._sent:
-                self.runner.send(samples[self._sent:].copy())
-                self._sent = samples.size
-            if draw:
-                self._draw_recording(samples, r.sample_rate)
+        if self._live:
+            new = r.samples_since(self._sent)  # only what came since the last tick
+            if new.size:
+                self.runner.send(new.copy())
+                self._sent += new.size
+        if draw:
+            self._draw_recording(r.samples(), r.sample_rate)
         if not r.recording:  # the length limit (or the device went away)
             self.stop_recording()
 

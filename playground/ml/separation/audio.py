@@ -468,6 +468,22 @@ class Recorder:
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return resample(audio, rate, self.sample_rate) if rate != self.sample_rate else audio
 
+    def samples_since(self, start: int) -> np.ndarray:
+        """The recording from sample ``start`` on (float32 at ``sample_rate``), without copying
+        what came before: what the live view asks for a few times a second. (When the device
+        records at another rate, the whole recording is resampled, as :meth:`samples` does.)"""
+        with self._lock:
+            chunks, rate = list(self._chunks), self._rate
+        if rate != self.sample_rate:
+            return self.samples()[start:]
+        skipped, first = 0, 0
+        while first < len(chunks) and skipped + len(chunks[first]) <= start:
+            skipped += len(chunks[first])
+            first += 1
+        if first == len(chunks):
+            return np.zeros(0, np.float32)
+        return np.concatenate(chunks[first:])[start - skipped:]
+
     def level(self, window_s: float = LEVEL_WINDOW_S) -> Level:
         """RMS and peak of the last ``window_s`` seconds recorded (zeros before anything arrived)."""
         with self._lock:

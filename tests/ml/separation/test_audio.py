@@ -473,3 +473,14 @@ def test_player_device_errors_are_one_line():
 
     with pytest.raises(UserError, match=r"^Could not open the speakers \(device nope\): No output device"):
         au.Player(np.zeros(10, np.float32), 8000, device="nope", stream_factory=broken).play()
+
+
+def test_samples_since_gives_the_tail_of_the_recording_without_the_rest():
+    from playground.ml.separation.audio import Recorder
+
+    rec = Recorder(sample_rate=8000, stream_factory=lambda **kw: None)
+    blocks = [np.arange(k * 10, k * 10 + 10, dtype=np.float32) for k in range(5)]
+    rec._chunks.extend(blocks)
+    whole = np.concatenate(blocks)
+    for start in (0, 5, 10, 23, 49, 50, 70):
+        np.testing.assert_array_equal(rec.samples_since(start), whole[start:])
