@@ -131,6 +131,17 @@ def read_file_job(path: str) -> InputAudio:
     return InputAudio(Path(path).name, samples, rate, None, spectrogram(samples, rate))
 
 
+def true_voices_job(current: InputAudio, paths: list[str]) -> InputAudio:
+    """The current mixture with the true voices read from ``paths`` (resampled, cut or padded to it)."""
+    voices = []
+    for path in paths:
+        samples, rate = audio.read_audio(path)
+        samples = audio.resample(samples, rate, current.rate)
+        voices.append(np.pad(samples, (0, max(0, len(current.mixture) - len(samples))))[:len(current.mixture)])
+    return InputAudio(current.name, current.mixture, current.rate, np.stack(voices).astype(np.float32),
+                      current.spectrogram)
+
+
 def spectrograms_job(tracks: list[np.ndarray], rate: int) -> list[np.ndarray]:
     return [spectrogram(t, rate) for t in tracks]
 
@@ -284,6 +295,10 @@ class SeparationPanel(Panel):
         self.open_button = button("Open audio…", lambda: self.open_audio(),
                                   "A WAV, FLAC or OGG file (several channels are mixed down)")
         sf.addRow(self.open_button)
+        self.truth_button = button("True voices…", lambda: self.open_true_voices(),
+                                   "The voices of this mixture, one file each, if you have them: "
+                                   "then each separated voice gets its SI-SNRi")
+        sf.addRow(self.truth_button)
         self.device = QComboBox()
         self.device.setToolTip("The microphone to record from")
         self.device.activated.connect(lambda _i: setattr(self, "_wanted_device", self.device.currentData() or ""))
@@ -497,6 +512,22 @@ class SeparationPanel(Panel):
         if not path:
             return None
         return self._load(read_file_job, path, what=Path(path).name)
+
+    def open_true_voices(self, paths: list[str] | None = None):
+        """Give the true voices of the current mixture (one file each), for SI-SNRi."""
+        if self.running or self.recorder is not None or self.input is None:
+            return None
+        if paths is None:
+            paths, _ = QFileDialog.getOpenFileNames(self, "The true voices (one file each)", "", AUDIO_FILTER)
+        if not paths:
+            return None
+        n_src = getattr(self.model, "n_src", None)
+        if n_src is not None and len(paths) != n_src:
+            self.controls.set_status(f"This model separates {n_src} voices: choose {n_src} files, not {len(paths)}.",
+                                     error=True)
+            return None
+        current = self.input
+        return self._load(lambda ps: true_voices_job(current, ps), list(paths), what=f"{len(paths)} true voices")
 
     def _load(self, fn, arg, what: str):
         if self._load_job is not None and not self._load_job.is_done:

@@ -390,3 +390,25 @@ def test_the_pictures_helpers():
     assert pic.shape[0] == 129 and 0 <= pic.min() and pic.max() == 1.0
     assert pic[:, 5].argmax() == round(440 / 8000 * 256)  # the tone's bin is the brightest
     assert not spectrogram(np.zeros(8000, np.float32), 8000).any()  # silence is dark
+
+
+def test_true_voices_from_files_give_a_file_its_scores(qtbot, panel, tmp_path):
+    p = panel
+    mixture, sources, rate = demos.load_demo(demos.list_demos()[1])
+    audio.write_audio(tmp_path / "mix.wav", mixture, rate)
+    job = p.open_audio(str(tmp_path / "mix.wav"))
+    qtbot.waitUntil(lambda: job.is_done and p.input.name == "mix.wav", timeout=10000)
+    assert p.input.sources is None
+    assert p.open_true_voices([str(tmp_path / "mix.wav")]) is None  # one file for a two-voice model
+    assert "choose 2 files" in p.controls.status.text()
+    paths = []
+    for c, voice in enumerate(sources):
+        paths.append(str(tmp_path / f"voice{c}.flac"))
+        audio.write_audio(paths[-1], voice, rate)
+    job = p.open_true_voices(paths)
+    qtbot.waitUntil(lambda: job.is_done, timeout=10000)
+    assert p.input.sources.shape == (2, mixture.size)
+    np.testing.assert_allclose(p.input.sources, sources, atol=2e-4)  # 16-bit files
+    separate(qtbot, p)
+    assert all(math.isfinite(v) for v in p.result.si_snri)
+    assert all(re.fullmatch(r"SI-SNRi [+-]\d+\.\d dB", r.score_label.text()) for r in p.rows.rows[1:])
