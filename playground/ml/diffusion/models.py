@@ -27,12 +27,16 @@ checked key by key and shape by shape, and only then loaded. A folder that bring
 code (Python files, a custom pipeline or component, ``auto_map`` / ``trust_remote_code``),
 a model that is not a ``UNet2DModel`` or a scheduler that is not a DDPM-family one is
 refused with one :class:`~playground.errors.BadFileError` sentence.
+:func:`fetch_hub_model` downloads such a folder from the Hugging Face hub by its id (only
+the files listed above, with progress) and opens it the same way.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import re
+import urllib.error
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +44,10 @@ from typing import Any
 
 import torch
 
-from ...errors import BadFileError
+from ...errors import BadFileError, OfflineError, UserError
 from ...progress import Progress
 from .. import checkpoints
+from ..download import NETWORK_ERRORS, download
 from ..checkpoints import LoadedModel
 from .schedules import SCHEDULE_LABELS
 
@@ -397,3 +402,71 @@ def read_unet_file(path: str | os.PathLike) -> DiffusionModel:
     scheduler_config = check_scheduler_config(side.get("scheduler_config", {}), what)
     tensors, _ = checkpoints.load_weights(path)
     return DiffusionModel(unet_from_state_dict(side.get("unet_config"), tensors, what), scheduler_config)
+
+
+# -- the Hugging Face hub ----------------------------------------------------------------------------------
+HUB_URL = "https://huggingface.co"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def hub_folder(repo_id: str) -> Path:
+    """Where a hub model is kept once downloaded: the app's data folder, ``diffusion-models/owner--name``."""
+    from ...paths import data_dir
+
+    return data_dir() / "diffusion-models" / repo_id.replace("/", "--")
+
+
+def _hub_file(repo_id: str, rel: str, dest: Path, base_url: str, timeout: float):
+    """Download one file of a hub repository to ``dest / rel`` (kept when already there); False when absent."""
+    target = dest / rel
+    if target.is_file() and target.stat().st_size > 0:
+        return True
+    url = f"{base_url.rstrip('/')}/{repo_id}/resolve/main/{rel}"
+    try:
+        yield from download(url, target, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        if exc.code in (401, 403):
+            raise OfflineError(f"The hub refused {repo_id} (HTTP {exc.code}): the model is private, gated or "
+                               "does not exist.") from None
+        raise OfflineError(f"Could not download {rel} of {repo_id}: the hub answered HTTP {exc.code}.") from None
+    except NETWORK_ERRORS as exc:
+        reason = str(getattr(exc, "reason", None) or exc).strip() or type(exc).__name__
+        raise OfflineError(f"Could not download {repo_id} from the Hugging Face hub. Are you offline? "
+                           f"({reason})") from None
+    return True
+
+
+def fetch_hub_model(repo_id: str, dest: str | os.PathLike | None = None, *, base_url: str = HUB_URL,
+                    timeout: float = 20) -> Generator[Progress, None, LoadedModel]:
+    """Download a ``UNet2DModel`` from the hub by id (e.g. ``google/ddpm-cifar10-32``) and open it, as a job.
+
+    Only the config, the weights (safetensors; a ``.bin`` only when there is none, read
+    weights-only), the scheduler config and ``model_index.json`` are fetched, flat or in the
+    pipeline layout (``unet/``, ``scheduler/``); the config is checked before the weights
+    are downloaded. Files already downloaded are kept. No network: :class:`OfflineError`.
+    """
+    repo_id = repo_id.strip()
+    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+        raise UserError(f"{repo_id!r} is not a hub model id (owner/name, e.g. google/ddpm-cifar10-32).")
+    dest = Path(dest) if dest is not None else hub_folder(repo_id)
+    what = f"The hub model {repo_id}"
+    yield Progress(None, f"Looking up {repo_id} on the hub")
+    yield from _hub_file(repo_id, "model_index.json", dest, base_url, timeout)
+    prefix = ""
+    if not (yield from _hub_file(repo_id, "config.json", dest, base_url, timeout)):
+        prefix = "unet/"
+        if not (yield from _hub_file(repo_id, "unet/config.json", dest, base_url, timeout)):
+            raise BadFileError(f"{what} has no config.json (nor unet/config.json): it is not a diffusers UNet.")
+    _refuse_code(dest, [dest, dest / "unet"], what)
+    check_unet_config(_json(dest / prefix / "config.json"), what)
+    scheduler = "scheduler/scheduler_config.json" if prefix else "scheduler_config.json"
+    yield from _hub_file(repo_id, scheduler, dest, base_url, timeout)
+    if not (yield from _hub_file(repo_id, prefix + WEIGHT_FILES[0], dest, base_url, timeout)):
+        if not (yield from _hub_file(repo_id, prefix + BIN_FILES[0], dest, base_url, timeout)):
+            raise BadFileError(f"{what} has no {WEIGHT_FILES[0]} (nor {BIN_FILES[0]}).")
+    yield Progress(None, f"Reading {repo_id}")
+    loaded = load_unet_folder(dest)
+    loaded.name = repo_id
+    return loaded

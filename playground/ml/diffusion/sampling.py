@@ -2,6 +2,7 @@
 
 One loop for every sampler (:mod:`.samplers`), the same work as a plain diffusers loop::
 
+    scheduler.set_timesteps(steps)
     x = randn(shape, generator) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         out = unet(scheduler.scale_model_input(x, t), t).sample
@@ -44,6 +45,7 @@ images (float32, on the CPU, in the model's range, usually [-1, 1]).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -289,8 +291,9 @@ def sample(unet, scheduler, *, steps: int, batch: int = 1, seed: int = 0, class_
     the final images, float32 on the CPU.
     """
     T = int(scheduler.config.get("num_train_timesteps", 1000))
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
         raise UserError(f"The number of steps must be a whole number from 1 to {T}, not {steps!r}.")
+    steps = int(steps)
     if batch < 1:
         raise UserError(f"The batch size must be at least 1, not {batch}.")
     device = torch.device(device) if device is not None else _model_device(unet)
@@ -301,22 +304,23 @@ def sample(unet, scheduler, *, steps: int, batch: int = 1, seed: int = 0, class_
     labels = class_labels_tensor(unet, class_labels, batch, device)
     ptype = model_prediction_type(scheduler)
     fed = prediction_type(scheduler)
-    plan = plan_recording(steps, shape, max_record_bytes) if record else RecordingPlan(steps, every=0)
+    prepare(scheduler, steps, device)  # first: Euler's init_noise_sigma is its largest sigma *for these steps*
+    timesteps = scheduler.timesteps
+    n = len(timesteps)
+    plan = plan_recording(n, shape, max_record_bytes) if record else RecordingPlan(n, every=0)
     if record:
         yield plan
 
     generator = torch.Generator("cpu").manual_seed(int(seed))
     x = initial_noise(shape, generator, device, dtype) * scheduler.init_noise_sigma
-    prepare(scheduler, steps, device)
     kwargs = step_kwargs(scheduler, generator=generator, eta=eta)
-    timesteps = scheduler.timesteps
     pending: _Staged | None = None
     for i, t in enumerate(timesteps):
         x, staged = _one_step(unet, scheduler, x, i, t, labels, guidance_scale, (ptype, fed), kwargs, plan)
         if pending is not None:
             yield pending.finish()
         pending = staged
-        yield Progress((i + 1) / len(timesteps), f"Step {i + 1} of {len(timesteps)} (t = {_t_text(t)})")
+        yield Progress((i + 1) / n, f"Step {i + 1} of {n} (t = {_t_text(t)})")
     if pending is not None:
         yield pending.finish()
     return x.detach().float().cpu()

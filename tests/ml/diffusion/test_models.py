@@ -211,3 +211,79 @@ def test_the_picker_loader_is_a_job(tmp_path, tiny_unet):
     with pytest.raises(StopIteration) as stop:
         next(gen)
     assert isinstance(stop.value.value, LoadedModel)
+
+
+# -- the hub, served from a local folder ---------------------------------------------------------------------
+@pytest.fixture
+def hub(tmp_path):
+    """A local web server that answers like the hub: /<owner>/<name>/resolve/main/<file>, 404 when absent."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "hub"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def translate_path(self, path):
+            parts = path.split("/")  # '', owner, name, 'resolve', 'main', file...
+            return str(root / parts[1] / parts[2] / "/".join(parts[5:])) if len(parts) > 5 else str(root / "none")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _drain(gen):
+    items = []
+    while True:
+        try:
+            items.append(next(gen))
+        except StopIteration as stop:
+            return items, stop.value
+
+
+def test_a_hub_model_is_fetched_with_progress_flat_or_as_a_pipeline(tmp_path, hub, tiny_unet, make_unet):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    root, url = hub
+    save_folder(tiny_unet, root / "google" / "ddpm-tiny")
+    items, loaded = _drain(models.fetch_hub_model("google/ddpm-tiny", tmp_path / "got", base_url=url))
+    assert same_weights(loaded.model.unet, tiny_unet) and loaded.name == "google/ddpm-tiny"
+    assert any(isinstance(p, Progress) and "Downloading" in p.text for p in items)
+    assert (tmp_path / "got" / "scheduler_config.json").exists()
+    cond = make_unet(4, num_class_embeds=4)
+    DDPMPipeline(unet=cond, scheduler=DDPMScheduler()).save_pretrained(root / "me" / "pipe")
+    _, loaded = _drain(models.fetch_hub_model("me/pipe", tmp_path / "pipe", base_url=url))
+    assert same_weights(loaded.model.unet, cond) and loaded.model.num_classes == 3
+
+
+def test_the_hub_refuses_what_the_folder_loader_refuses_before_the_weights(tmp_path, hub, tiny_unet):
+    root, url = hub
+    folder = save_folder(tiny_unet, root / "x" / "custom")
+    _edit_json(folder / "config.json", _class_name="UNet2DConditionModel")
+    with pytest.raises(BadFileError, match="not a UNet2DModel"):
+        _drain(models.fetch_hub_model("x/custom", tmp_path / "c", base_url=url))
+    assert not (tmp_path / "c" / "diffusion_pytorch_model.safetensors").exists()
+    (root / "x" / "empty").mkdir()
+    with pytest.raises(BadFileError, match="no config.json"):
+        _drain(models.fetch_hub_model("x/empty", tmp_path / "e", base_url=url))
+
+
+def test_offline_says_so_and_bad_ids_are_refused(tmp_path):
+    from playground.errors import OfflineError, UserError
+
+    with pytest.raises(OfflineError, match="Are you offline"):
+        _drain(models.fetch_hub_model("google/ddpm-cifar10-32", tmp_path / "o", base_url="http://127.0.0.1:9",
+                                      timeout=2))
+    for bad in ("../etc", "google", "a/b/c", "a/.."):
+        with pytest.raises(UserError, match="not a hub model id"):
+            _drain(models.fetch_hub_model(bad, tmp_path / "o"))

@@ -37,8 +37,8 @@ def plain_loop(unet, scheduler, steps, batch, seed, eta=None):
     from diffusers.utils.torch_utils import randn_tensor
 
     g = torch.Generator().manual_seed(seed)
-    x = randn_tensor((batch, 1, 8, 8), generator=g, dtype=unet.dtype) * scheduler.init_noise_sigma
     scheduler.set_timesteps(steps)
+    x = randn_tensor((batch, 1, 8, 8), generator=g, dtype=unet.dtype) * scheduler.init_noise_sigma
     extra = {"eta": eta} if eta is not None else {}
     with torch.no_grad():
         for t in scheduler.timesteps:
@@ -88,6 +88,14 @@ def test_every_sampler_equals_a_plain_diffusers_loop(tiny_unet, name):
     tol = dict(rtol=0, atol=1e-6) if name in ("ddpm", "ddim") else dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours, ref, **tol)
     assert [r.index for r in records] == list(range(6))
+
+
+def test_euler_starts_at_its_largest_sigma_for_the_steps_asked(tiny_unet):
+    config = {"timestep_spacing": "leading", "steps_offset": 1}  # the first timestep is 751 of 999 for 4 steps
+    _, records, _, _ = run(tiny_unet, samplers.make_scheduler("euler", config), steps=4, batch=1, seed=5)
+    noise = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    assert records[0].t == 751
+    np.testing.assert_allclose(records[0].x_t.numpy(), noise.numpy(), atol=2e-3)
 
 
 def test_the_samplers_are_the_ones_asked_for():
