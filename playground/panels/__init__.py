@@ -29,6 +29,7 @@ PANELS: list[PanelSpec] = [
     PanelSpec("playground.panels.som", "SOMPanel", "&SOM"),
     PanelSpec("playground.panels.drag", "DragPanel", "&Drag"),
     PanelSpec("playground.panels.separation", "SeparationPanel", "S&eparation"),
+    PanelSpec("playground.panels.diffusion", "DiffusionPanel", "D&iffusion"),
 ]
 
 

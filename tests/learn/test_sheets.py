@@ -10,11 +10,13 @@ import torch
 
 from playground.learn import MISSING, Formula, Sheet, Symbol, derived_values, format_value, render_alpha
 from playground.learn.drag import METHODS as DRAG_METHODS
+from playground.learn.diffusion import diffusion_sheet
 from playground.learn.drag import drag_sheet
 from playground.learn.separation import separation_sheet
 from playground.learn.som import NEIGHBORHOOD_FUNCTIONS, som_sheet
 from playground.learn.training import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, SCHEDULE_FACTORS, training_sheet
 from playground.ml import som as mlsom
+from playground.ml.diffusion.samplers import SAMPLERS as DIFFUSION_SAMPLERS
 from playground.ml.training import trainer
 
 OPTIMIZERS = list(trainer.OPTIMIZERS)
@@ -22,7 +24,8 @@ SCHEDULES = list(trainer.SCHEDULES)
 ALL_SHEETS = ([(f"training {o} {s}", training_sheet(o, s)) for o in OPTIMIZERS for s in SCHEDULES]
               + [(f"som {n} {m}", som_sheet(n, m)) for n in mlsom.NEIGHBORHOODS for m in mlsom.MODES]
               + [(f"drag {m}", drag_sheet(m)) for m in DRAG_METHODS]
-              + [(f"separation {c}", separation_sheet(c)) for c in (2, 3)])
+              + [(f"separation {c}", separation_sheet(c)) for c in (2, 3)]
+              + [(f"diffusion {s}", diffusion_sheet(s)) for s in DIFFUSION_SAMPLERS])
 
 
 def _draw(tex: str, size: float) -> np.ndarray:

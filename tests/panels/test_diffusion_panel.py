@@ -1,0 +1,182 @@
+"""The Diffusion tab, offscreen, with tiny random UNets standing in for the embedded models."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from playground.app import AppContext, MainWindow
+from playground.jobs import JobState
+from playground.ml.diffusion import models, scrub
+from playground.panels import diffusion as panel_module
+from playground.panels.diffusion import DiffusionPanel
+from playground.settings import Settings
+
+TINY = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+            norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"))
+
+
+def tiny(seed=0, **overrides):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(**{**TINY, **overrides}).eval()
+
+
+def _loaded(unet, name):
+    return models.describe(models.DiffusionModel(unet, dict(models.DEFAULT_SCHEDULER_CONFIG)), name, "test")
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, monkeypatch):
+    conditional = tiny(1, num_class_embeds=4)
+    faces = tiny(2, in_channels=3, out_channels=3)
+    monkeypatch.setattr(scrub, "load_default", lambda: _loaded(conditional, "tiny digits"))
+    monkeypatch.setattr(scrub, "load_default_faces", lambda: _loaded(faces, "tiny faces"))
+    windows = []
+
+    def make():
+        win = MainWindow(AppContext(Settings(tmp_path / "s.json")))
+        qtbot.addWidget(win)
+        win.show()
+        p = win.panel(DiffusionPanel)
+        win.tabs.setCurrentWidget(p)
+        qtbot.waitUntil(lambda: p.model is not None, timeout=20000)
+        windows.append(win)
+        return win, p
+
+    yield make
+    for win in windows:
+        win.close()
+
+
+@pytest.fixture
+def panel(make_window):
+    return make_window()[1]
+
+
+def sample(qtbot, p, steps=6, batch=2, sampler="ddim"):
+    p.steps.setValue(steps)
+    p.batch.setValue(batch)
+    p.sampler.setCurrentIndex(p.sampler.findData(sampler))
+    p.start()
+    assert p.running
+    qtbot.waitUntil(lambda: not p.running, timeout=30000)
+    assert p.job.state == JobState.FINISHED, p.controls.status.text()
+
+
+def test_sample_fills_the_slider_and_moving_it_changes_the_images_and_the_marker(qtbot, panel):
+    p = panel
+    assert p.label.isVisibleTo(p) and p.guidance.isVisibleTo(p)  # the digits model is conditional
+    sample(qtbot, p)
+    assert len(p.lanes[0]) == 6 and p.slider.maximum() == 5 and p.slider.isEnabled()
+    p.slider.setValue(0)
+    first = [p.views[k]._grid.cells[0].array.copy() for k in ("x_t", "x0", "eps")]
+    line = p.marker.value()
+    assert len(p.views["x_t"]._grid.cells) == 2  # one per sample
+    p.step_by(1)
+    p.step_by(1)
+    assert p.slider.value() == 2
+    later = [p.views[k]._grid.cells[0].array for k in ("x_t", "x0", "eps")]
+    assert not np.array_equal(first[0], later[0]) and not np.array_equal(first[1], later[1])
+    assert p.marker.value() < line  # t falls as the sampling goes on
+    assert p.learn.value_labels("alpha_bar_t")[0].text() not in ("", "–")
+
+
+def test_an_unconditional_model_hides_class_and_guidance(qtbot, panel):
+    p = panel
+    p.builtin.setCurrentIndex(p.builtin.findData("faces"))
+    p.picker.load_default()
+    qtbot.waitUntil(lambda: p.model is not None and p.model.channels == 3, timeout=10000)
+    assert not p.label.isVisibleTo(p) and not p.guidance.isVisibleTo(p)
+    sample(qtbot, p, steps=3, batch=1, sampler="euler")
+    assert p.views["x0"]._grid.cells[0].array.shape == (8, 8, 3)
+
+
+def test_eta_shows_only_for_ddim(panel):
+    p = panel
+    p.sampler.setCurrentIndex(p.sampler.findData("ddim"))
+    assert p.eta.isVisibleTo(p)
+    p.sampler.setCurrentIndex(p.sampler.findData("ddpm"))
+    assert not p.eta.isVisibleTo(p)
+
+
+def test_compare_shows_two_trajectories_from_the_same_noise(qtbot, panel):
+    p = panel
+    p.compare.setChecked(True)
+    p.compare_sampler.setCurrentIndex(p.compare_sampler.findData("ddpm"))
+    sample(qtbot, p, steps=4, batch=2, sampler="ddim")
+    a, b = p.lanes
+    assert len(a) == 4 and len(b) == 4
+    assert np.array_equal(a[0].x_t_values, b[0].x_t_values)
+    assert not np.array_equal(a[-1].x_t_values, b[-1].x_t_values)
+    p.slider.setValue(3)
+    assert len(p.views["x_t"]._grid.cells) == 4  # both samplers, both samples
+
+
+def test_forward_mode_dissolves_a_digit(qtbot, panel):
+    p = panel
+    p.forward_mode.setChecked(True)
+    qtbot.waitUntil(lambda: p.forward is not None, timeout=20000)
+    fw = p.forward
+    assert p.slider.maximum() == fw.ts.size - 1
+    residual = [np.var(fw.x_t[k] - np.sqrt(fw.alpha_bar[k]) * fw.x0) for k in (0, fw.ts.size // 2, fw.ts.size - 1)]
+    assert residual[0] < residual[1] < residual[2]
+    p.slider.setValue(0)
+    early = p.views["x0"]._array.copy()
+    p.slider.setValue(p.slider.maximum())
+    assert not np.array_equal(early, p.views["x0"]._array)
+    assert p.marker.value() == float(fw.ts[-1])
+
+
+def test_gif_and_film_strip_exports_open_in_pil(qtbot, panel, tmp_path, monkeypatch):
+    p = panel
+    sample(qtbot, p, steps=4, batch=2)
+    targets = iter([str(tmp_path / "t.gif"), str(tmp_path / "t.png")])
+    monkeypatch.setattr(panel_module.QFileDialog, "getSaveFileName", lambda *a, **k: (next(targets), ""))
+    gif = p.export_gif()
+    png = p.export_strip()
+    with Image.open(gif) as im:
+        assert im.n_frames == 4
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > im.height
+
+
+def test_stop_stops_quickly(qtbot, panel):
+    p = panel
+    p.steps.setValue(1000)
+    p.batch.setValue(4)
+    p.start()
+    qtbot.waitUntil(lambda: len(p.lanes[0]) >= 2, timeout=20000)
+    t0 = time.perf_counter()
+    p.stop()
+    qtbot.waitUntil(lambda: not p.running, timeout=5000)
+    assert time.perf_counter() - t0 < 2.0
+    assert p.job.state == JobState.CANCELLED
+    assert len(p.lanes[0]) < 1000
+
+
+def test_settings_are_remembered(qtbot, make_window):
+    win, p = make_window()
+    p.sampler.setCurrentIndex(p.sampler.findData("euler-a"))
+    p.steps.setValue(17)
+    p.seed.setValue(5)
+    p.batch.setValue(9)
+    p.compare.setChecked(True)
+    p.guidance.setValue(2.5)
+    p.save_settings()
+    win.close()
+    _, q = make_window()
+    s = q.settings_state()
+    assert (s.sampler, s.steps, s.seed, s.batch, s.compare, s.guidance) == ("euler-a", 17, 5, 9, True, 2.5)
+
+
+def test_a_missing_embedded_model_says_what_to_do(qtbot, monkeypatch, tmp_path):
+    monkeypatch.setattr("playground.paths.RESOURCES", tmp_path)
+    with pytest.raises(Exception, match="open a diffusers UNet folder instead"):
+        list(scrub._load_embedded("nothing.safetensors", "digits DDPM (embedded)"))
