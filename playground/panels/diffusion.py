@@ -33,6 +33,7 @@ from ..jobs import JobState
 from ..learn.diffusion import diffusion_sheet
 from ..ml.diffusion import scrub
 from ..ml.diffusion.samplers import SAMPLERS
+from ..ml.diffusion.sampling import DEFAULT_MAX_RECORD_BYTES
 from ..widgets.forms import JobControls, button, compact_form
 from ..widgets.image_view import ImageView
 from ..widgets.model_picker import ModelPicker
@@ -46,6 +47,8 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp);;All files (*)"
 BUILTINS = {"digits": "Digits, 16x16, 10 classes (embedded)", "faces": "Faces, 32x32 RGB (embedded)"}
 KINDS = (("x_t", "x_t (the sampler's input)"), ("x0", "predicted x0"), ("eps", "predicted noise"))
 PLAY_MS = 80
+#: The bound on the memory a run's records take (both samplers together); tests lower it.
+MAX_RECORD_BYTES = DEFAULT_MAX_RECORD_BYTES
 
 
 @dataclass
@@ -329,6 +332,7 @@ class DiffusionPanel(Panel):
         self.runner.start(scrub.sample_frames, self.model, self.lane_samplers, steps=self.steps.value(),
                           batch=self.batch.value(), seed=self.seed.value(), class_label=label,
                           guidance_scale=self.guidance.value(), eta=self.eta.value(), device=self.runner.device,
+                          max_record_bytes=MAX_RECORD_BYTES,
                           name="Diffusion sampling", interactive=True, on_results=self._on_results,
                           on_ended=self._on_ended)
 

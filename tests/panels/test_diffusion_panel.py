@@ -180,3 +180,10 @@ def test_a_missing_embedded_model_says_what_to_do(qtbot, monkeypatch, tmp_path):
     monkeypatch.setattr("playground.paths.RESOURCES", tmp_path)
     with pytest.raises(Exception, match="open a diffusers UNet folder instead"):
         list(scrub._load_embedded("nothing.safetensors", "digits DDPM (embedded)"))
+
+
+def test_a_long_run_over_the_memory_bound_says_so(qtbot, panel, monkeypatch):
+    monkeypatch.setattr(panel_module, "MAX_RECORD_BYTES", 3 * 64 * 10)  # 10 steps of one 8x8 sample, 8-bit
+    sample(qtbot, panel, steps=40, batch=1)
+    assert "bound" in panel.plan_label.text() and panel.plan_label.text() == panel.plan_message
+    assert len(panel.lanes[0]) < 40
