@@ -381,24 +381,22 @@ class DiffusionPanel(Panel):
         frames = self.frames_at(k)
         if not frames:
             return
-        b = len(frames[0].x_t)
-        columns = max(1, int(np.ceil(np.sqrt(b))))
-        for kind, view in self.views.items():
-            images, captions = [], []
-            for f in frames:
-                name = SAMPLERS.get(self.lane_samplers[f.lane], "") if len(self.lane_samplers) > 1 else ""
-                images.extend(f.images(kind))
-                captions.extend([f"{name} {i + 1}".strip() for i in range(len(f.x_t))])
-            view.set_images(images, captions if len(frames) > 1 else None,
-                            columns=columns if len(frames) == 1 else b)
+        if len(frames) == 1:
+            columns = scrub.grid_columns(len(frames[0].x_t))
+            for kind, view in self.views.items():
+                view.set_images(list(frames[0].images(kind)), columns=columns)
+        else:  # compare: one grid per sampler, captioned, one above the other
+            captions = [SAMPLERS.get(self.lane_samplers[f.lane], "") for f in frames]
+            for kind, view in self.views.items():
+                view.set_images([f.grid(kind) for f in frames], captions, columns=1)
         f = frames[0]
         self.marker.setValue(f.t)
         self.marker_dot.setData([f.t], [f.alpha_bar])
         self.step_label.setText(f"step {f.index + 1} / {f.steps}, t = {f.t:.0f}, alpha_bar = {f.alpha_bar:.4f}")
         lane = self.lanes[0]
         j = min(k, len(lane) - 1)
-        prev = lane[j - 1].alpha_bar if j > 0 else None
-        self.update_learn(scrub.learn_values(f.alpha_bar, prev, f.t, f.index))
+        cleaner = lane[j + 1].alpha_bar if j + 1 < len(lane) else None
+        self.update_learn(scrub.learn_values(f.alpha_bar, cleaner, f.t, f.index))
 
     def step_by(self, delta: int) -> None:
         slider = self.slider
@@ -498,8 +496,7 @@ class DiffusionPanel(Panel):
     # -- exports -----------------------------------------------------------------------------------
     def trajectory_pictures(self) -> list[np.ndarray]:
         n = max(len(self.lanes[0]), len(self.lanes[1]))
-        b = len(self.lanes[0][0].x_t) if self.lanes[0] else 1
-        columns = max(1, int(np.ceil(np.sqrt(b))))
+        columns = scrub.grid_columns(len(self.lanes[0][0].x_t)) if self.lanes[0] else 1
         return [scrub.composite(self.frames_at(k), columns) for k in range(n)]
 
     def _export(self, what: str, suffix: str, write) -> str | None:

@@ -116,7 +116,9 @@ def test_compare_shows_two_trajectories_from_the_same_noise(qtbot, panel):
     assert np.array_equal(a[0].x_t_values, b[0].x_t_values)
     assert not np.array_equal(a[-1].x_t_values, b[-1].x_t_values)
     p.slider.setValue(3)
-    assert len(p.views["x_t"]._grid.cells) == 4  # both samplers, both samples
+    cells = p.views["x_t"]._grid.cells  # one grid of both samples per sampler
+    assert [c.caption for c in cells] == ["DDIM", "DDPM (ancestral)"]
+    assert np.array_equal(cells[0].array, a[3].grid("x_t")) and np.array_equal(cells[1].array, b[3].grid("x_t"))
 
 
 def test_forward_mode_dissolves_a_digit(qtbot, panel):

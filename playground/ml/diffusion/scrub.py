@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -139,12 +139,24 @@ class Frame:
     x0: tuple[np.ndarray, ...]
     eps: tuple[np.ndarray, ...]
     x_t_values: np.ndarray           # [B, C, H, W] float32: the model-scale x_t (tests, Learn)
+    grids: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> all samples in one RGB grid
 
     def images(self, kind: str) -> tuple[np.ndarray, ...]:
         return {"x_t": self.x_t, "x0": self.x0, "eps": self.eps}[kind]
 
+    def grid(self, kind: str) -> np.ndarray:
+        """All samples of ``kind`` in one picture (made in the worker, so drawing it costs nothing)."""
+        if kind not in self.grids:
+            self.grids[kind] = grid(self.images(kind), grid_columns(len(self.x_t)))
+        return self.grids[kind]
+
     def composite(self, columns: int | None = None) -> np.ndarray:
         return composite([self], columns)
+
+
+def grid_columns(n: int) -> int:
+    """The columns of a near-square grid of ``n`` samples."""
+    return max(1, math.ceil(math.sqrt(n)))
 
 
 def composite(frames: Sequence[Frame], columns: int | None = None) -> np.ndarray:
@@ -153,11 +165,16 @@ def composite(frames: Sequence[Frame], columns: int | None = None) -> np.ndarray
     return vstack(rows, pad=6)
 
 
-def frame_of(record: sampling.StepRecord, lane: int) -> Frame:
+def frame_of(record: sampling.StepRecord, lane: int, with_grids: bool = False) -> Frame:
+    """A recorded step as pictures (and, ``with_grids``, each kind's grid of all samples)."""
     x_t = record.x_t.numpy()
-    return Frame(lane, record.index, record.steps, float(record.t), float(record.alpha_bar),
-                 tuple(to_uint8(x_t)), tuple(to_uint8(record.x0.numpy())),
-                 tuple(to_uint8(record.eps.numpy(), -EPS_RANGE, EPS_RANGE)), x_t)
+    frame = Frame(lane, record.index, record.steps, float(record.t), float(record.alpha_bar),
+                  tuple(to_uint8(x_t)), tuple(to_uint8(record.x0.numpy())),
+                  tuple(to_uint8(record.eps.numpy(), -EPS_RANGE, EPS_RANGE)), x_t)
+    if with_grids:
+        for kind in ("x_t", "x0", "eps"):
+            frame.grid(kind)
+    return frame
 
 
 @dataclass(frozen=True)
@@ -199,15 +216,17 @@ def sample_frames(model: models.DiffusionModel, sampler_names: Sequence[str], *,
                 fraction = (lane + (item.fraction or 0.0)) / n
                 yield Progress(fraction, f"{label}: {item.text}" if n > 1 else item.text)
             elif isinstance(item, sampling.StepRecord):
-                yield frame_of(item, lane)
+                yield frame_of(item, lane, with_grids=n > 1)
     return finals
 
 
-def learn_values(alpha_bar: float, previous_alpha_bar: float | None, t: float, step: int) -> dict[str, float]:
-    """The Learn sheet's live values at a step: alpha_t (from this step's alpha_bar and the one before),
-    alpha_bar_t, sigma_t (the variance-exploding noise level), the SNR, t and the step."""
+def learn_values(alpha_bar: float, cleaner_alpha_bar: float | None, t: float, step: int) -> dict[str, float]:
+    """The Learn sheet's live values at a step: alpha_t = alpha_bar_t / alpha_bar_{t-1}, where t-1 is the
+    neighbouring, less noisy level (the sampler's next step, or the forward process's previous t; None:
+    the clean image, alpha_bar = 1), alpha_bar_t, sigma_t (the variance-exploding noise level), the SNR,
+    t and the step."""
     ab = min(max(float(alpha_bar), 1e-12), 1 - 1e-12)
-    prev = 1.0 if previous_alpha_bar is None else float(previous_alpha_bar)
+    prev = 1.0 if cleaner_alpha_bar is None else float(cleaner_alpha_bar)
     return {"alpha_t": ab / prev if prev > 0 else float("nan"), "alpha_bar_t": ab,
             "sigma_t": math.sqrt((1 - ab) / ab), "snr": ab / (1 - ab), "t": float(t), "step": float(step)}
 
