@@ -25,7 +25,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QSplitter, QVBoxLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QSplitter, QVBoxLayout,
                                QWidget)
 
 from ..errors import friendly_message
@@ -120,6 +120,7 @@ class DiffusionPanel(Panel):
         self.forward: scrub.ForwardFrames | None = None
         self._forward_job = None
         self._forward_source: tuple = ()
+        self._hub_job = None
         self._started = False
         self._build()
 
@@ -154,6 +155,15 @@ class DiffusionPanel(Panel):
                                   default_name="Embedded diffusion model", file_filter=FILE_FILTER,
                                   allow_folders=True, device=lambda: self.ctx.device)
         form.addRow(self.picker)
+        hub = QHBoxLayout()
+        self.hub_id = QLineEdit()
+        self.hub_id.setPlaceholderText("hub id, e.g. google/ddpm-cifar10-32")
+        self.hub_id.setToolTip("Download a diffusers UNet2DModel from the Hugging Face hub (needs the network)")
+        self.hub_id.returnPressed.connect(lambda: self.fetch_hub())
+        self.fetch_button = button("Fetch", lambda: self.fetch_hub(), "Download the model and open it")
+        hub.addWidget(self.hub_id, 1)
+        hub.addWidget(self.fetch_button)
+        form.addRow(hub)
 
         group = QGroupBox("Sampling")
         sf = QFormLayout(group)
@@ -272,6 +282,37 @@ class DiffusionPanel(Panel):
         if self.builtin.currentData() == "faces":
             return scrub.load_default_faces()
         return scrub.load_default()
+
+    def fetch_hub(self, repo_id: str | None = None) -> None:
+        """Download a model by hub id in a job (progress in the status line), then open its folder."""
+        repo_id = (self.hub_id.text() if repo_id is None else repo_id).strip()
+        if not repo_id:
+            self.controls.set_status("Type a hub id first, e.g. google/ddpm-cifar10-32.", error=True)
+            return
+        if self._hub_job is not None and not self._hub_job.is_done:
+            self._hub_job.cancel()
+        job = self.ctx.pool.submit(scrub.fetch_hub, repo_id, name=f"Fetching {repo_id}", interactive=True)
+        self._hub_job = job
+        self.fetch_button.setEnabled(False)
+
+        def progress(fraction, text) -> None:
+            self.controls.set_status(text)
+            if fraction >= 0:  # (negative: unknown)
+                self.controls.progress.setValue(int(round(min(fraction, 1.0) * 1000)))
+
+        def done(folder) -> None:
+            self.fetch_button.setEnabled(True)
+            self.controls.set_status(f"Downloaded {repo_id}.")
+            self.picker.open_path(folder)
+
+        def failed(message) -> None:
+            self.fetch_button.setEnabled(True)
+            self.controls.set_status(str(message), error=True)
+
+        job.progress.connect(progress)
+        job.finished.connect(done)
+        job.failed.connect(failed)
+        job.cancelled.connect(lambda: self.fetch_button.setEnabled(True))
 
     # -- the model ---------------------------------------------------------------------------------
     def _on_model(self, loaded) -> None:
@@ -554,8 +595,9 @@ class DiffusionPanel(Panel):
     def shutdown(self) -> None:
         self._play_timer.stop()
         self.runner.stop()
-        if self._forward_job is not None and not self._forward_job.is_done:
-            self._forward_job.cancel()
+        for job in (self._forward_job, self._hub_job):
+            if job is not None and not job.is_done:
+                job.cancel()
 
 
 def _forward_job(source: tuple, size: tuple[int, int], channels: int, scheduler_config, seed: int):

@@ -189,3 +189,64 @@ def test_a_long_run_over_the_memory_bound_says_so(qtbot, panel, monkeypatch):
     sample(qtbot, panel, steps=40, batch=1)
     assert "bound" in panel.plan_label.text() and panel.plan_label.text() == panel.plan_message
     assert len(panel.lanes[0]) < 40
+
+
+def test_fetch_by_hub_id_opens_the_downloaded_folder(qtbot, panel, tmp_path, monkeypatch):
+    folder = tmp_path / "hub" / "owner--tiny"
+    tiny(4, in_channels=3, out_channels=3).save_pretrained(folder)
+
+    def fake_fetch(repo_id):
+        from playground.progress import Progress
+
+        yield Progress(0.5, f"Downloading {repo_id}")
+        return models.load_unet_folder(folder)
+
+    monkeypatch.setattr(models, "fetch_hub_model", fake_fetch)
+    panel.hub_id.setText("owner/tiny")
+    panel.fetch_hub()
+    qtbot.waitUntil(lambda: panel.model is not None and panel.model.channels == 3, timeout=10000)
+    assert not panel.label.isVisibleTo(panel) and panel.fetch_button.isEnabled()
+
+
+def test_fetch_offline_says_so(qtbot, panel, monkeypatch):
+    from playground.errors import OfflineError
+
+    def offline(repo_id):
+        raise OfflineError("Could not download owner/x from the Hugging Face hub. Are you offline?")
+        yield
+
+    monkeypatch.setattr(models, "fetch_hub_model", offline)
+    panel.fetch_hub("owner/x")
+    qtbot.waitUntil(lambda: "offline" in panel.controls.status.text(), timeout=10000)
+    assert panel.fetch_button.isEnabled()
+
+
+def test_left_and_right_keys_move_the_slider(qtbot, panel):
+    from PySide6.QtCore import Qt
+
+    sample(qtbot, panel, steps=4, batch=1)
+    panel.slider.setValue(1)
+    panel.views["x0"].setFocus()
+    qtbot.keyClick(panel.views["x0"], Qt.Key.Key_Right)
+    assert panel.slider.value() == 2
+    qtbot.keyClick(panel.views["x0"], Qt.Key.Key_Left)
+    qtbot.keyClick(panel.views["x0"], Qt.Key.Key_Left)
+    assert panel.slider.value() == 0
+
+
+def test_play_animates_to_the_end(qtbot, panel):
+    sample(qtbot, panel, steps=5, batch=1)
+    panel.slider.setValue(0)
+    panel.toggle_play()
+    assert panel.play_button.text() == "Pause"
+    qtbot.waitUntil(lambda: panel.slider.value() == 4 and panel.play_button.text() == "Play", timeout=5000)
+
+
+def test_forward_mode_from_an_image_file(qtbot, panel, tmp_path, monkeypatch):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))).save(path)
+    monkeypatch.setattr(panel_module.QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    panel.open_image()
+    qtbot.waitUntil(lambda: panel.forward is not None, timeout=20000)
+    assert panel.forward_mode.isChecked() and panel.forward.x0.shape == (1, 8, 8)
+    assert panel.forward.x0[0, 0, 0] < panel.forward.x0[0, 0, -1]  # the ramp, resized

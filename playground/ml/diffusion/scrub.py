@@ -66,6 +66,13 @@ def load_for_picker(path: str) -> Generator[Progress, None, LoadedModel]:
     return models.describe(model, name=p.stem, source=str(p), format=models.FORMAT_OURS)
 
 
+def fetch_hub(repo_id: str) -> Generator[Progress, None, str]:
+    """Download a UNet2DModel from the Hugging Face hub by id (see :func:`.models.fetch_hub_model`) and
+    return its folder, for the model picker to open (offline: an :class:`~playground.errors.OfflineError`)."""
+    loaded = yield from models.fetch_hub_model(repo_id)
+    return loaded.source
+
+
 # -- images -------------------------------------------------------------------------------------------
 def to_uint8(batch: np.ndarray, lo: float = -1.0, hi: float = 1.0) -> list[np.ndarray]:
     """[B, C, H, W] floats over [lo, hi] as B uint8 images (H, W) grey or (H, W, 3) RGB."""
