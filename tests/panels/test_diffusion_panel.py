@@ -250,3 +250,18 @@ def test_forward_mode_from_an_image_file(qtbot, panel, tmp_path, monkeypatch):
     qtbot.waitUntil(lambda: panel.forward is not None, timeout=20000)
     assert panel.forward_mode.isChecked() and panel.forward.x0.shape == (1, 8, 8)
     assert panel.forward.x0[0, 0, 0] < panel.forward.x0[0, 0, -1]  # the ramp, resized
+
+
+def test_moving_the_slider_over_a_4x4_grid_redraws_fast(qtbot, panel):
+    p = panel
+    sample(qtbot, p, steps=20, batch=16)
+    times = []
+    for k in range(20):
+        t0 = time.perf_counter()
+        p.slider.setValue(k)
+        for view in p.views.values():
+            view.repaint()
+        times.append(time.perf_counter() - t0)
+    median = sorted(times)[len(times) // 2]
+    print(f"median redraw {median * 1000:.2f} ms")
+    assert median < 0.016, f"a redraw took {median * 1000:.1f} ms"
