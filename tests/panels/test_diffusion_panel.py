@@ -265,3 +265,12 @@ def test_moving_the_slider_over_a_4x4_grid_redraws_fast(qtbot, panel):
     median = sorted(times)[len(times) // 2]
     print(f"median redraw {median * 1000:.2f} ms")
     assert median < 0.016, f"a redraw took {median * 1000:.1f} ms"
+
+
+def test_a_bad_file_shows_an_error_and_keeps_the_model(qtbot, panel, tmp_path):
+    before = panel.model
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    panel.picker.open_path(str(bad))
+    qtbot.waitUntil(lambda: panel.picker.error_message != "", timeout=10000)
+    assert panel.model is before

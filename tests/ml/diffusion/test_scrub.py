@@ -169,3 +169,16 @@ def test_the_picker_loader_opens_a_diffusers_folder(tmp_path, tiny_unet):
     tiny_unet.save_pretrained(tmp_path / "m")
     _, loaded = run(scrub.load_for_picker(str(tmp_path / "m")))
     assert loaded.format == models.FORMAT_FOLDER
+
+
+def test_the_picker_loader_refuses_truncated_and_wrong_files(tmp_path, tiny_unet):
+    path = models.save_unet(tmp_path / "m.safetensors", model_of(tiny_unet))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(BadFileError):
+        run(scrub.load_for_picker(str(path)))
+    wrong = tmp_path / "w.safetensors"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(wrong, format="PNG")
+    (tmp_path / "w.json").write_text('{"kind": "diffusion-unet"}')
+    with pytest.raises(BadFileError):
+        run(scrub.load_for_picker(str(wrong)))
