@@ -536,12 +536,15 @@ class DiffusionPanel(Panel):
 
     # -- exports -----------------------------------------------------------------------------------
     def trajectory_pictures(self) -> list[np.ndarray]:
+        """The pictures the exports write: the sampled trajectory, or in forward mode the image dissolving."""
+        if self.forward_mode.isChecked() and self.forward is not None:
+            return scrub.forward_pictures(self.forward)
         n = max(len(self.lanes[0]), len(self.lanes[1]))
         columns = scrub.grid_columns(len(self.lanes[0][0].x_t)) if self.lanes[0] else 1
         return [scrub.composite(self.frames_at(k), columns) for k in range(n)]
 
     def _export(self, what: str, suffix: str, write) -> str | None:
-        if not self.lanes[0]:
+        if not self.lanes[0] and not (self.forward_mode.isChecked() and self.forward is not None):
             self.controls.set_status("There is no trajectory to export yet: sample first.", error=True)
             return None
         path, _ = QFileDialog.getSaveFileName(self, f"Export the {what}", f"trajectory{suffix}",

@@ -274,3 +274,16 @@ def test_a_bad_file_shows_an_error_and_keeps_the_model(qtbot, panel, tmp_path):
     panel.picker.open_path(str(bad))
     qtbot.waitUntil(lambda: panel.picker.error_message != "", timeout=10000)
     assert panel.model is before
+
+
+def test_forward_mode_exports_the_image_dissolving(qtbot, panel, tmp_path, monkeypatch):
+    panel.forward_mode.setChecked(True)
+    qtbot.waitUntil(lambda: panel.forward is not None, timeout=20000)
+    monkeypatch.setattr(panel_module.QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "f.gif"), ""))
+    with Image.open(panel.export_gif()) as im:
+        assert im.n_frames == 100
+
+
+def test_export_before_sampling_says_so(panel, monkeypatch):
+    monkeypatch.setattr(panel_module.QFileDialog, "getSaveFileName", lambda *a, **k: pytest.fail("no dialog"))
+    assert panel.export_strip() is None and "sample first" in panel.controls.status.text()

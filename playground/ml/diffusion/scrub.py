@@ -327,6 +327,12 @@ def forward_frames(x0: np.ndarray, scheduler_config, seed: int = 0, max_bytes: i
                          to_uint8(x0)[0], to_uint8(noise.numpy(), -EPS_RANGE, EPS_RANGE)[0])
 
 
+def forward_pictures(fw: ForwardFrames, count: int = 100) -> list[np.ndarray]:
+    """x0 | x_t | eps side by side at ``count`` values of t, evenly spread (the forward process's export)."""
+    x0, noise = grid([fw.x0_image]), grid([fw.noise_image])
+    return [hstack([x0, grid([fw.images[k]]), noise], pad=2) for k in pick(len(fw.images), count)]
+
+
 # -- exports -------------------------------------------------------------------------------------------------
 def _scaled(picture: np.ndarray, scale: int):
     from PIL import Image
