@@ -287,3 +287,18 @@ def test_forward_mode_exports_the_image_dissolving(qtbot, panel, tmp_path, monke
 def test_export_before_sampling_says_so(panel, monkeypatch):
     monkeypatch.setattr(panel_module.QFileDialog, "getSaveFileName", lambda *a, **k: pytest.fail("no dialog"))
     assert panel.export_strip() is None and "sample first" in panel.controls.status.text()
+
+
+def test_another_digit_and_forward_mode_are_remembered(qtbot, make_window):
+    win, p = make_window()
+    p.forward_mode.setChecked(True)
+    qtbot.waitUntil(lambda: p.forward is not None, timeout=20000)
+    first = p.forward.x0.copy()
+    p.digit.setValue(7)
+    qtbot.waitUntil(lambda: not np.array_equal(p.forward.x0, first), timeout=20000)
+    p.save_settings()
+    win.close()
+    _, q = make_window()
+    assert q.forward_mode.isChecked() and q.digit.value() == 7
+    qtbot.waitUntil(lambda: q.forward is not None, timeout=20000)
+    assert np.array_equal(q.forward.x0, p.forward.x0)
