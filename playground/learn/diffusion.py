@@ -11,7 +11,8 @@ from . import Formula, Sheet, Symbol
 _LIVE = [
     Symbol(r"t", "t", "the timestep at the slider's step", "{:.1f}"),
     Symbol(r"\mathrm{step}", "step", "the sampling step (0 = pure noise)", "{:.0f}"),
-    Symbol(r"\alpha_t", "alpha_t", "this step's alpha: alpha_bar_t over the previous step's alpha_bar", "{:.4f}"),
+    Symbol(r"\alpha_t", "alpha_t", "this step's alpha: alpha_bar_t over alpha_bar of the next, less noisy level",
+           "{:.4f}"),
     Symbol(r"\bar{\alpha}_t", "alpha_bar_t", "how much of the clean image is left (squared)", "{:.4f}"),
     Symbol(r"\sigma_t", "sigma_t", "noise level, variance-exploding view: sqrt((1-ab)/ab)", "{:.4g}"),
     Symbol(r"\mathrm{SNR}_t", "snr", "signal-to-noise ratio alpha_bar / (1 - alpha_bar)", "{:.4g}"),
