@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import signal
 import sys
 import time
 from collections.abc import Generator
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 
 from ...progress import Progress
 from ..training import runs as runstore
+from ..training import script
 from . import models, schedules
 
 
@@ -195,9 +195,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
                 save_state(state_path, unet, ema, opt, step, time.perf_counter() - start)
         status = runstore.FINISHED
     finally:
-        if status == runstore.RUNNING:
-            status = runstore.FAILED if sys.exc_info()[0] not in (None, GeneratorExit, KeyboardInterrupt) \
-                else runstore.STOPPED
+        status = script.ended_status(status)
         seconds = time.perf_counter() - start
         if state_path is not None and status in (runstore.FINISHED, runstore.STOPPED):
             save_state(state_path, unet, ema, opt, step, seconds)
@@ -215,57 +213,29 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
 
 
 def save_state(path: Path, unet, ema, opt, step: int, seconds: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                "seconds": seconds}, tmp)
-    tmp.replace(path)
+    script.save_state(path, {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                             "step": step, "seconds": seconds})
 
 
 def main(argv: list[str] | None = None) -> int:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m playground.ml.diffusion.train",
                                 description="Train the Diffusion tab's DDPM on the digits or the procedural faces.")
-    for name, default in asdict(d).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    script.add_config_arguments(p, d)
     p.add_argument("--out", default="", help="where the EMA weights go (.safetensors + .json)")
     p.add_argument("--state", default="", help="a state file kept during the run (and continued from)")
     p.add_argument("--no-run", action="store_true", help="do not keep the run in the Training tab's run folder")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
-    cfg = TrainConfig(**{name: getattr(args, name) for name in asdict(d)})
+    cfg = script.config_from_arguments(TrainConfig, args)
     command = "python -m playground.ml.diffusion.train " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    def stop_on_term(signum, frame):  # a background run (where Ctrl-C is ignored) stops on SIGTERM
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on_term)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    else:
-        from ...devices import configure_torch_threads
-
-        configure_torch_threads()
     gen = train(cfg, None if args.no_run else runstore.RunStore(), Path(args.out) if args.out else None,
                 Path(args.state) if args.state else None, command)
-    last = 0.0
-    try:
-        while True:
-            item = next(gen)
-            if isinstance(item, Progress) and item.text:
-                print(item.text, flush=True)
-            elif isinstance(item, DiffusionStep) and time.monotonic() - last > 60:
-                last = time.monotonic()
-                print(f"step {item.step:6d}  loss {item.loss:.4f}  ({item.seconds:.0f} s)", flush=True)
-    except StopIteration as stop:
-        result = stop.value
-    except KeyboardInterrupt:
-        gen.close()
-        print("stopped: the weights so far are saved", file=sys.stderr)
-        return 130
-    print(f"{result['status']}: {result['steps']} steps in {result['seconds']:.0f} s", flush=True)
-    return 0
-
+    return script.run_in_terminal(
+        gen, args.threads, DiffusionStep,
+        lambda s: f"step {s.step:6d}  loss {s.loss:.4f}  ({s.seconds:.0f} s)",
+        lambda r: f"{r['status']}: {r['steps']} steps in {r['seconds']:.0f} s")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
 from collections.abc import Generator
@@ -29,6 +28,7 @@ import torch
 
 from ...progress import Progress
 from ..training import runs as runstore
+from ..training import script
 from . import losses, speech
 from .model import ConvTasNet, ConvTasNetConfig, parameter_count
 
@@ -167,9 +167,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
                 save_state(state_path, model, opt, step, best, bad_checks, time.perf_counter() - start)
         status = runstore.FINISHED
     finally:
-        if status == runstore.RUNNING:
-            status = runstore.FAILED if sys.exc_info()[0] not in (None, GeneratorExit, KeyboardInterrupt) \
-                else runstore.STOPPED
+        status = script.ended_status(status)
         seconds = time.perf_counter() - start
         if state_path is not None and status in (runstore.FINISHED, runstore.STOPPED):
             save_state(state_path, model, opt, step, best, bad_checks, seconds)
@@ -190,61 +188,33 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
 
 
 def save_state(path: Path, model, opt, step: int, best: float, bad_checks: int, seconds: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                "bad_checks": bad_checks, "seconds": seconds}, tmp)
-    tmp.replace(path)
+    script.save_state(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                             "bad_checks": bad_checks, "seconds": seconds})
 
 
 def main(argv: list[str] | None = None) -> int:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m playground.ml.separation.train",
                                 description="Train the Separation tab's Conv-TasNet on TTS mixtures.")
-    for name, default in asdict(d).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    script.add_config_arguments(p, d)
     p.add_argument("--out", default="", help="where the final weights go (.safetensors + .json)")
     p.add_argument("--state", default="", help="a state file kept during the run (and continued from)")
     p.add_argument("--cache", default="data/tts-cache", help="where the synthesised utterances are kept")
     p.add_argument("--no-run", action="store_true", help="do not keep the run in the Training tab's run folder")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
-    cfg = TrainConfig(**{name: getattr(args, name) for name in asdict(d)})
+    cfg = script.config_from_arguments(TrainConfig, args)
     if cfg.preset not in PRESETS:
         p.error(f"--preset must be one of {', '.join(PRESETS)}")
     command = "python -m playground.ml.separation.train " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    def stop_on_term(signum, frame):  # a background run (where Ctrl-C is ignored) stops on SIGTERM
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on_term)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    else:
-        from ...devices import configure_torch_threads
-
-        configure_torch_threads()
     gen = train(cfg, None if args.no_run else runstore.RunStore(), Path(args.out) if args.out else None,
                 Path(args.state) if args.state else None, Path(args.cache) if args.cache else None, command)
-    last = 0.0
-    try:
-        while True:
-            item = next(gen)
-            if isinstance(item, Progress) and item.text:
-                print(item.text, flush=True)
-            elif isinstance(item, SepStep) and time.monotonic() - last > 60:
-                last = time.monotonic()
-                print(f"step {item.step:6d}  loss {item.loss:7.3f}  lr {item.lr:g}  ({item.seconds:.0f} s)", flush=True)
-    except StopIteration as stop:
-        result = stop.value
-    except KeyboardInterrupt:
-        gen.close()
-        print("stopped: the weights so far are saved", file=sys.stderr)
-        return 130
-    print(f"{result['status']}: {result['steps']} steps in {result['seconds']:.0f} s, "
-          f"validation SI-SNRi {result['val_si_snri']:.2f} dB", flush=True)
-    return 0
-
+    return script.run_in_terminal(
+        gen, args.threads, SepStep,
+        lambda s: f"step {s.step:6d}  loss {s.loss:7.3f}  lr {s.lr:g}  ({s.seconds:.0f} s)",
+        lambda r: f"{r['status']}: {r['steps']} steps in {r['seconds']:.0f} s, "
+                  f"validation SI-SNRi {r['val_si_snri']:.2f} dB")
 
 if __name__ == "__main__":
     sys.exit(main())
