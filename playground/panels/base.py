@@ -268,6 +268,16 @@ class Panel(QWidget):
             lambda on: self.ctx.settings.set(f"{self.settings_key}/learn_collapsed", bool(on)))
         return split
 
+    def lay_out(self, form: QWidget, view: QWidget) -> None:
+        """The model tabs' layout: the form at the left, the view in the middle (it takes the
+        room), the Learn panel at the right."""
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(form)
+        split.addWidget(view)
+        split.setSizes([330, 900])
+        split.setStretchFactor(1, 1)
+        QHBoxLayout(self).addWidget(self.with_learn(split, self.learn_sheet()))
+
     def learn_sheet(self):
         """The Learn panel's sheet for the form's current choices (a panel with one overrides this)."""
         return None

@@ -25,7 +25,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QSplitter, QVBoxLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QVBoxLayout,
                                QWidget)
 
 from ..errors import friendly_message
@@ -126,13 +126,7 @@ class DiffusionPanel(Panel):
 
     # -- layout ------------------------------------------------------------------------------------
     def _build(self) -> None:
-        root = QHBoxLayout(self)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self._build_form())
-        split.addWidget(self._build_view())
-        split.setSizes([330, 900])
-        split.setStretchFactor(1, 1)
-        root.addWidget(self.with_learn(split, self.learn_sheet()))
+        self.lay_out(self._build_form(), self._build_view())
         self.runner.disable_while_running(self.picker, self.builtin, self.forward_box)
         self.picker.modelChanged.connect(self._on_model)
         self._play_timer = QTimer(self, interval=PLAY_MS)

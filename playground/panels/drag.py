@@ -21,7 +21,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QSlider, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                               QHBoxLayout, QLabel, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from ..jobs import JobState
 from ..learn.drag import drag_sheet
@@ -132,13 +132,7 @@ class DragPanel(Panel):
 
     # -- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
-        root = QHBoxLayout(self)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self._build_form())
-        split.addWidget(self._build_view())
-        split.setSizes([330, 900])
-        split.setStretchFactor(1, 1)
-        root.addWidget(self.with_learn(split, self.learn_sheet()))
+        self.lay_out(self._build_form(), self._build_view())
         self.runner.disable_while_running(self.picker, self.seed, self.psi, self.space, self.method,
                                           self.undo_button, self.redo_button, self.load_latent_button,
                                           self.project_button)

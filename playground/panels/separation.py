@@ -34,8 +34,8 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter,
-                               QVBoxLayout, QWidget)
+                               QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout,
+                               QWidget)
 
 from ..errors import friendly_message
 from ..jobs import JobState
@@ -254,13 +254,7 @@ class SeparationPanel(Panel):
 
     # -- layout ------------------------------------------------------------------------------------
     def _build(self) -> None:
-        root = QHBoxLayout(self)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self._build_form())
-        split.addWidget(self._build_view())
-        split.setSizes([330, 900])
-        split.setStretchFactor(1, 1)
-        root.addWidget(self.with_learn(split, self.learn_sheet()))
+        self.lay_out(self._build_form(), self._build_view())
         self.runner.disable_while_running(self.picker, self.window_s)
         self.runner.stateChanged.connect(lambda _s: self._update_record_controls())
         self.picker.modelChanged.connect(self._on_model)
