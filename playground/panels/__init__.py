@@ -30,6 +30,7 @@ PANELS: list[PanelSpec] = [
     PanelSpec("playground.panels.drag", "DragPanel", "&Drag"),
     PanelSpec("playground.panels.separation", "SeparationPanel", "S&eparation"),
     PanelSpec("playground.panels.diffusion", "DiffusionPanel", "D&iffusion"),
+    PanelSpec("playground.panels.chat", "ChatPanel", "C&hat"),
 ]
 
 

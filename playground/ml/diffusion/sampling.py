@@ -326,6 +326,16 @@ def sample(unet, scheduler, *, steps: int, batch: int = 1, seed: int = 0, class_
     return x.detach().float().cpu()
 
 
+def final_sample(unet, scheduler, **kwargs) -> Tensor:
+    """Only the final images of :func:`sample` (nothing recorded): the loop run to its end."""
+    gen = sample(unet, scheduler, record=False, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
 def _t_text(t) -> str:
     value = float(t)
     return str(int(value)) if value.is_integer() else f"{value:.1f}"
