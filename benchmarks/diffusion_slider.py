@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     panel.start()
     wait(lambda: not panel.running)
     n = len(panel.lanes[0])
-    print(f"model: {panel.picker.current.name}; sampled 16 images, {n} recorded steps, in {time.perf_counter() - t0:.1f} s")
+    took = time.perf_counter() - t0
+    print(f"model: {panel.picker.current.name}; sampled 16 images, {n} recorded steps, in {took:.1f} s")
     cell = panel.views["x_t"]._grid.cells[0].array.shape if panel.views["x_t"].is_grid else None
     print(f"grid: 4x4 samples of {cell} pixels in each of the three views; window {win.width()}x{win.height()}")
 

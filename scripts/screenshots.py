@@ -116,9 +116,38 @@ def main(which: list[str]) -> None:
         wait_for(app, lambda: not panel.running)
         settle(app)
         win.grab().save(str(OUT / "separation.png"))
+    if "diffusion" in which:
+        from playground.panels.diffusion import DiffusionPanel
+
+        panel = win.panel(DiffusionPanel)
+        win.tabs.setCurrentWidget(panel)
+        wait_for(app, lambda: panel.model is not None and not panel.picker.loading)
+        choose(panel.sampler, "ddim")
+        panel.steps.setValue(50)
+        panel.batch.setValue(16)
+        panel.label.setValue(7)
+        panel.guidance.setValue(3.0)
+        panel.start()
+        wait_for(app, lambda: not panel.running)
+        panel.slider.setValue(int(panel.slider.maximum() * 0.6))
+        settle(app)
+        win.grab().save(str(OUT / "diffusion.png"))
+    if "chat" in which:
+        from playground.panels.chat import ChatPanel
+
+        panel = win.panel(ChatPanel)
+        win.tabs.setCurrentWidget(panel)
+        wait_for(app, lambda: panel.chat is not None and not panel.picker.loading)
+        panel.seed.setValue(1)
+        for question in ("Write a Tang poem titled 静夜思", "What does hacker mean?"):
+            panel.input.setPlainText(question)
+            panel.send()
+            wait_for(app, lambda: not panel.running)
+        settle(app)
+        win.grab().save(str(OUT / "chat.png"))
     win.close()
     print("wrote", ", ".join(str(OUT / f"{w}.png") for w in which))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["training", "som", "drag", "separation"])
+    main(sys.argv[1:] or ["training", "som", "drag", "separation", "diffusion", "chat"])
