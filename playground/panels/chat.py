@@ -371,7 +371,7 @@ class ChatPanel(Panel):
             self.chat.model.config.num_hidden_layers - 1 if self.chat is not None else 0)
         self.update_learn({"temperature": self.temperature.value(), "top_p": self.top_p.value(),
                            "top_k": self.top_k.value(), "p_chosen": piece.probability, "p_top": top,
-                           "kept": len(piece.candidates), "position": piece.context_used - 1,
+                           "kept": piece.kept, "position": piece.context_used - 1,
                            "tokens_per_s": piece.tokens_per_s, "layer": layer, "head": self.head.value()})
 
     def _show_piece(self, row: int) -> None:

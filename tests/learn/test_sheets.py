@@ -10,6 +10,7 @@ import torch
 
 from playground.learn import MISSING, Formula, Sheet, Symbol, derived_values, format_value, render_alpha
 from playground.learn.drag import METHODS as DRAG_METHODS
+from playground.learn.chat import chat_sheet
 from playground.learn.diffusion import diffusion_sheet
 from playground.learn.drag import drag_sheet
 from playground.learn.separation import separation_sheet
@@ -25,7 +26,8 @@ ALL_SHEETS = ([(f"training {o} {s}", training_sheet(o, s)) for o in OPTIMIZERS f
               + [(f"som {n} {m}", som_sheet(n, m)) for n in mlsom.NEIGHBORHOODS for m in mlsom.MODES]
               + [(f"drag {m}", drag_sheet(m)) for m in DRAG_METHODS]
               + [(f"separation {c}", separation_sheet(c)) for c in (2, 3)]
-              + [(f"diffusion {s}", diffusion_sheet(s)) for s in DIFFUSION_SAMPLERS])
+              + [(f"diffusion {s}", diffusion_sheet(s)) for s in DIFFUSION_SAMPLERS]
+              + [("chat", chat_sheet())])
 
 
 def _draw(tex: str, size: float) -> np.ndarray:

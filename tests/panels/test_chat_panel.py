@@ -164,3 +164,17 @@ def test_prompt_messages_sends_the_chosen_number_of_past_turns():
     one = chatcore.prompt_messages(history, None, system="be brief", history_turns=1)
     assert [m["content"] for m in one] == ["be brief", "q2", "a2", "q3"]
     assert len(chatcore.prompt_messages(history, None, history_turns=9)) == 5
+
+
+def test_the_learn_panel_gets_every_live_value_its_sheet_names(qtbot, panel):
+    from playground.learn.chat import chat_sheet
+
+    p = panel
+    sent = {}
+    original = p.update_learn
+    p.update_learn = lambda values: (sent.update(values), original(values))
+    ask(qtbot, p, tokens=3)
+    wanted = {s.key for s in chat_sheet().symbols() if s.key}
+    assert wanted <= set(sent), wanted - set(sent)
+    assert sent["p_chosen"] == pytest.approx(p.pieces[-1].probability)
+    assert sent["kept"] == p.pieces[-1].kept >= 1 and sent["temperature"] == 0.0

@@ -116,6 +116,7 @@ class ReplyPiece:
     tokens_per_s: float
     time_to_first_token_s: float
     context_used: int
+    kept: int = 0                      # how many tokens survived top-k / top-p
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def reply(chat: ChatModel, messages: Sequence[dict[str, str]], settings: Samplin
         attention = event.attention.float().numpy() if event.attention is not None else None
         yield ReplyPiece(event.index, text, chat.token_text(event.token_id), event.probability,
                          tuple((chat.token_text(i), p) for i, p in event.candidates), attention,
-                         event.tokens_per_s, event.time_to_first_token_s, len(ids) + event.index + 1)
+                         event.tokens_per_s, event.time_to_first_token_s, len(ids) + event.index + 1, event.kept)
     tail = decoder.finish()
     if tail:
         yield ReplyPiece(stats.new_tokens, tail, "", 1.0, (), None, stats.tokens_per_s,

@@ -81,6 +81,7 @@ class TokenEvent:
     elapsed_s: float                    # since the stream started
     time_to_first_token_s: float        # prefill and the first choice
     tokens_per_s: float                 # decoding speed so far (after the first token; 0 until the second)
+    kept: int = 0                       # how many tokens survived top-k and top-p (the draw was among these)
 
 
 @dataclass
@@ -206,7 +207,8 @@ def stream(model: MiniMindForCausalLM, prompt_ids: Sequence[int], settings: Samp
                 else:
                     pick = int(torch.multinomial(cand_probs, 1, generator=generator))
                 token = int(cand_ids[pick])
-                shown = min(settings.candidates, cand_ids.shape[0])
+                kept = int(cand_ids.shape[0])
+                shown = min(settings.candidates, kept)
                 candidates = list(zip(cand_ids[:shown].tolist(), cand_probs[:shown].tolist()))
                 probability = float(cand_probs[pick])
                 attention = None
@@ -232,7 +234,7 @@ def stream(model: MiniMindForCausalLM, prompt_ids: Sequence[int], settings: Samp
             elif index == settings.max_new_tokens - 1:
                 stats.stop_reason = "max tokens"
             yield TokenEvent(index, token, probability, candidates, is_stop, attention, now,
-                             stats.time_to_first_token_s, stats.tokens_per_s)
+                             stats.time_to_first_token_s, stats.tokens_per_s, kept)
             if is_stop:
                 break
     finally:

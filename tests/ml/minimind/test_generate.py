@@ -188,3 +188,13 @@ def test_a_cache_from_another_model_or_type_is_started_again():
     with pytest.raises(ValueError, match="clear"):
         with torch.no_grad():
             model.double()(torch.tensor([[1]]), cache)
+
+
+def test_each_event_says_how_many_tokens_survived_top_k_and_top_p():
+    model = tiny_model()
+    events = list(stream(model, [1, 5, 9], SamplingSettings(max_new_tokens=4, temperature=1.0, top_k=3, top_p=1.0,
+                                                            seed=0, stop_ids=())))
+    assert [e.kept for e in events] == [3, 3, 3, 3]
+    events = list(stream(model, [1, 5, 9], SamplingSettings(max_new_tokens=2, temperature=1.0, top_k=0, top_p=1.0,
+                                                            seed=0, stop_ids=())))
+    assert all(e.kept == model.config.vocab_size for e in events)
