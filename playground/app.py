@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from . import APP_NAME, ORG_NAME, __version__
 from .devices import available_devices, configure_torch_threads, device_label, memory_summary, resolve_device
-from .jobs import Job, JobPool, JobState
+from .jobs import GuiThreadCollector, Job, JobPool, JobState
 from .panels import PANELS, build_panel
 from .settings import Settings
 from .widgets.forms import CalmProgressBar
@@ -250,6 +250,11 @@ class MainWindow(QMainWindow):
             self.resize(1280, 820)
         tab = self.settings.get_typed("window/tab", int, 0)
         self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        # once the window is up: one full collection, and what survives is never scanned again
+        QTimer.singleShot(500, GuiThreadCollector.settle)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         if not self._closed:

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # libportaudio2: sound devices; libsndfile1: sound files (soundfile's wheel also bundles it);
 # espeak-ng, flite: speech synthesis for the separation tab's test voices; sox: audio conversion.
-# fortunes-zh, fortunes, jargon-text, dict-devil: offline text the Chat tab's default model is trained on.
-DEBIAN_PACKAGES="python3-venv libportaudio2 libsndfile1 espeak-ng flite sox pocketsphinx-testdata fortunes-zh fortunes jargon-text dict-devil libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0"
+# fortunes-zh, fortunes, jargon-text, dict-devil: offline text the Chat tab's default model is trained on;
+# fonts-wqy-microhei: a font with Chinese characters (its poems), where the desktop has none.
+DEBIAN_PACKAGES="python3-venv libportaudio2 libsndfile1 espeak-ng flite sox pocketsphinx-testdata fortunes-zh fortunes jargon-text dict-devil fonts-wqy-microhei libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0"
 
 need_debs=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -408,3 +408,20 @@ def test_garbage_is_collected_on_the_gui_thread_only(qtbot, pool):
         assert gc.get_count()[0] < gc.get_threshold()[0]
     finally:
         gc.callbacks.remove(note)
+
+
+def test_settle_freezes_what_exists_once_so_later_collections_scan_only_new_objects(qtbot, pool, monkeypatch):
+    import gc
+
+    from playground.jobs import GuiThreadCollector
+
+    monkeypatch.setattr(GuiThreadCollector, "_settled", False)
+    before = gc.get_freeze_count()
+    try:
+        GuiThreadCollector.settle()
+        frozen = gc.get_freeze_count()
+        assert frozen > before and frozen > 1000  # the imported libraries at least
+        GuiThreadCollector.settle()  # once per process
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()  # (tests that follow expect ordinary collection)

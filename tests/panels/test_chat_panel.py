@@ -178,3 +178,20 @@ def test_the_learn_panel_gets_every_live_value_its_sheet_names(qtbot, panel):
     assert wanted <= set(sent), wanted - set(sent)
     assert sent["p_chosen"] == pytest.approx(p.pieces[-1].probability)
     assert sent["kept"] == p.pieces[-1].kept >= 1 and sent["temperature"] == 0.0
+
+
+def test_a_token_holding_part_of_a_character_is_shown_as_its_bytes(tokenizer_dir):
+    chat = tiny_chat(tokenizer_dir)
+    tok = chat.tokenizer
+    texts = {chat.token_text(i) for i in range(tok.vocab_size)}
+    assert "<|im_end|>" in texts
+    partial = [t for t in texts if t.startswith("⟨")]
+    assert partial, "a byte-level BPE over Chinese text has tokens that end inside a character"
+    for t in partial:
+        raw = bytes(int(b, 16) for b in t.strip("⟨⟩").split())
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            raise AssertionError(f"{t} decodes as text and should be shown as such")

@@ -73,11 +73,16 @@ class ChatModel:
         return tuple(sorted(i for i in ids if i is not None)) or (int(self.model.config.eos_token_id),)
 
     def token_text(self, token_id: int) -> str:
-        """One token as a person can read it (its bytes decoded; partial characters shown as �)."""
+        """One token as a person can read it: its text, or, for a byte-level token that holds only
+        part of a character (common for Chinese: 3 bytes a character), its bytes as ⟨e6 9c⟩."""
         special = self.tokenizer.added_tokens.get(int(token_id))
         if special is not None:
             return special
-        return self.tokenizer.token_bytes(int(token_id)).decode("utf-8", errors="replace")
+        raw = self.tokenizer.token_bytes(int(token_id))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "⟨" + " ".join(f"{b:02x}" for b in raw) + "⟩"
 
 
 def prompt_messages(history: Sequence[dict[str, str]], question: str | None, *, system: str = "",
