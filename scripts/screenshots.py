@@ -126,7 +126,7 @@ def main(which: list[str]) -> None:
         panel.steps.setValue(50)
         panel.batch.setValue(16)
         panel.label.setValue(7)
-        panel.guidance.setValue(3.0)
+        panel.guidance.setValue(1.5)
         panel.start()
         wait_for(app, lambda: not panel.running)
         panel.slider.setValue(int(panel.slider.maximum() * 0.6))
