@@ -116,11 +116,13 @@ def candidate_distribution(logits: Tensor, temperature: float = 1.0, top_k: int 
     Temperature 0 is treated as 1 here (greedy picks the first id; the distribution shown
     is the model's own).
     """
-    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
-    if 0 < top_k < scaled.shape[-1]:
-        values, ids = scaled.topk(top_k)                    # sorted, most likely first
+    logits = logits.float()
+    if 0 < top_k < logits.shape[-1]:
+        values, ids = logits.topk(top_k)                    # sorted, most likely first
     else:
-        values, ids = scaled.sort(descending=True)
+        values, ids = logits.sort(descending=True)
+    if temperature > 0 and temperature != 1.0:              # after the choice: the same order, k divisions
+        values = values / temperature
     probs = values.softmax(dim=-1)
     if top_p < 1.0:
         before = probs.cumsum(dim=-1) - probs               # probability of the more likely tokens
@@ -185,9 +187,12 @@ def stream(model: MiniMindForCausalLM, prompt_ids: Sequence[int], settings: Samp
     greedy = settings.temperature == 0
     penalty = settings.repetition_penalty
     with torch.inference_mode():
-        seen = torch.zeros(vocab, dtype=torch.bool, device=device)
-        seen[torch.tensor(ids, device=device)] = True
+        seen = None                                         # the tokens so far, for the repetition penalty
+        if penalty != 1.0:
+            seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+            seen[torch.tensor(ids, device=device)] = True
         feed = torch.tensor([ids[reuse:]], dtype=torch.long, device=device)
+        step = torch.zeros(1, 1, dtype=torch.long, device=device)   # each later step's one token
     start = time.perf_counter()
     first_at = 0.0
     was_training = model.training
@@ -199,26 +204,33 @@ def stream(model: MiniMindForCausalLM, prompt_ids: Sequence[int], settings: Samp
                 break
             with torch.inference_mode():
                 out = model(feed, cache, attention_layers=layer, last_only=True)
-                logits = apply_repetition_penalty(out.logits[0, -1], seen, penalty)
+                logits = out.logits.view(-1)                            # [1, 1, V] -> [V]
+                if seen is not None:
+                    logits = apply_repetition_penalty(logits, seen, penalty)
                 cand_ids, cand_probs = candidate_distribution(logits, settings.temperature, settings.top_k,
                                                               settings.top_p)
                 if greedy:
                     pick = 0
                 else:
                     pick = int(torch.multinomial(cand_probs, 1, generator=generator))
-                token = int(cand_ids[pick])
                 kept = int(cand_ids.shape[0])
                 shown = min(settings.candidates, kept)
-                candidates = list(zip(cand_ids[:shown].tolist(), cand_probs[:shown].tolist()))
-                probability = float(cand_probs[pick])
+                shown_ids, shown_probs = cand_ids[:shown].tolist(), cand_probs[:shown].tolist()
+                candidates = list(zip(shown_ids, shown_probs))
+                if pick < shown:
+                    token, probability = shown_ids[pick], shown_probs[pick]
+                else:
+                    token, probability = int(cand_ids[pick]), float(cand_probs[pick])
                 attention = None
                 if layer is not None:
                     attention = next(iter(out.attention.values()))[0]   # [H, S]
                     if settings.attention_head is not None:
                         attention = attention[settings.attention_head]
                     attention = attention.clone()
-                seen[token] = True
-                feed = torch.tensor([[token]], dtype=torch.long, device=device)
+                if seen is not None:
+                    seen[token] = True
+                feed = step
+                feed.fill_(token)
             now = time.perf_counter() - start
             if index == 0:
                 first_at = now

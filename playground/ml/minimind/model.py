@@ -12,8 +12,8 @@ a bias. The pieces, in the order a token meets them:
 * **Embedding**: ``embed_tokens`` turns an id into a vector of ``hidden_size`` numbers.
   With ``tie_word_embeddings`` the same matrix is ``lm_head``'s weight (one copy, read
   both ways); the Llama-format MiniMind2 folders on Hugging Face keep two copies.
-* **RMSNorm**: ``w * x / sqrt(mean(x^2) + eps)``, computed in float32 whatever the model's
-  type, then cast back (half precision would lose the small squares).
+* **RMSNorm**: ``w * x / sqrt(mean(x^2) + eps)``, computed in float32 (or float64) whatever the
+  model's type, then cast back (half precision would lose the small squares).
 * **Grouped-query attention** (GQA): ``num_attention_heads`` query heads share
   ``num_key_value_heads`` key/value heads (8 queries and 2 keys in MiniMind2, so the
   key-value cache is four times smaller). Scores are ``q . k / sqrt(head_dim)`` under a
@@ -51,6 +51,15 @@ Parameter names are exactly those of the published state dicts (``model.layers.3
 **Decoding** reuses work: a :class:`KVCache` keeps every layer's keys and values, so each
 new token costs one position's worth of compute. The cache is allocated ahead and
 written in place; the RoPE angles are a table computed once and grown on demand.
+
+**Inference** (eval mode without gradients) does not go through the modules: it runs one
+loop over weights prepared once (:class:`_Prepared`: q, k, v stacked with the input norm's
+weight folded in; gate and up stacked), the same arithmetic in fewer operations, and for
+one new token of one sequence (:meth:`MiniMindForCausalLM._infer_one`) matrix-vector
+products into reused vectors. At that size each small operation costs several
+microseconds whatever its work (the big products have just pushed everything else out of
+the processor's caches), so the count of operations is what decides. Training, and any
+call with gradients, uses the modules as written.
 """
 
 from __future__ import annotations
@@ -234,7 +243,7 @@ def preset(name: str, **overrides: Any) -> MiniMindConfig:
 
 # -- the pieces ---------------------------------------------------------------------------------
 class RMSNorm(nn.Module):
-    """``weight * x / sqrt(mean(x^2) + eps)`` over the last dimension, in float32, cast back."""
+    """``weight * x / sqrt(mean(x^2) + eps)`` over the last dimension, in float32 (float64 for float64), cast back."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -242,10 +251,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32:  # one fused kernel, the same arithmetic
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        xf = x.float()
-        return (self.weight.float() * (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps))).to(x.dtype)
+        return normalize(x, self.weight, self.eps)   # float32 (and 64): one fused kernel, the same arithmetic
 
 
 def rope_frequencies(config: MiniMindConfig) -> Tensor:
@@ -304,6 +310,38 @@ def apply_rope_rolled(x: Tensor, cos: Tensor, sin_signed: Tensor) -> Tensor:
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin_signed)
 
 
+def pairs_side_by_side(x: Tensor, dim: int = -1) -> Tensor:
+    """Reorder an axis of size head_dim from the rotate-half layout (plane i = elements i and i + d/2)
+    to planes side by side (elements 2i and 2i + 1), where RoPE is one complex multiplication.
+
+    A fixed permutation of head_dim: applied to both q and k it changes no score ``q . k``. The
+    inference path computes q and k in this layout (the rows of its q/k weights are reordered once)
+    and the :class:`KVCache` keeps the keys in it.
+    """
+    dim = dim % x.dim()
+    shape = x.shape
+    return x.reshape(*shape[:dim], 2, shape[dim] // 2, *shape[dim + 1:]).transpose(dim, dim + 1).reshape(shape)
+
+
+def rotate_pairs_(x: Tensor, turns: Tensor) -> None:
+    """RoPE in place on ``x`` [..., d] laid out by :func:`pairs_side_by_side`: plane (2i, 2i+1) read as the
+    complex number ``x_2i + j x_2i+1`` and multiplied by ``turns`` (``cos + j sin``, [..., d/2], broadcast).
+    Half-precision ``x`` is rotated in float32."""
+    if x.dtype in (torch.float32, torch.float64):
+        torch.view_as_complex(x.unflatten(-1, (-1, 2))).mul_(turns)
+    else:
+        x.copy_(torch.view_as_real(torch.view_as_complex(x.float().unflatten(-1, (-1, 2))) * turns).flatten(-2))
+
+
+def normalize(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+    """:class:`RMSNorm`'s arithmetic as a function (``weight`` None: the unit-RMS part alone)."""
+    if x.dtype in (torch.float32, torch.float64):
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)
+    return (xf if weight is None else weight.float() * xf).to(x.dtype)
+
+
 def fused_weight(owner: nn.Module, linears: tuple[nn.Linear, ...]) -> Tensor:
     """The weights of ``linears`` stacked into one matrix, for one matrix product instead of several.
 
@@ -329,6 +367,25 @@ def fused_weight(owner: nn.Module, linears: tuple[nn.Linear, ...]) -> Tensor:
     return fused
 
 
+class _Scratch:
+    """The single-token inference step's working vectors, and the views it reads them through."""
+
+    def __init__(self, config: MiniMindConfig, like: Tensor) -> None:
+        H, K, d, h = config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.hidden_size
+        dense = 0 if config.use_moe else config.intermediate_size
+        self.key = (H, K, d, h, dense, like.dtype, like.device)
+        new = lambda *shape: torch.empty(*shape, dtype=like.dtype, device=like.device)
+        with torch.inference_mode(False):   # ordinary tensors, whoever made them
+            self.row, self.y_row, self.r, self.qkv = new(1, h), new(1, h), new(1), new((H + 2 * K) * d)
+            self.x, self.y = self.row.view(-1), self.y_row.view(-1)              # the residual stream, the normed
+            self.heads = self.qkv.view(H + 2 * K, d)
+            self.qk = torch.view_as_complex(self.qkv[:(H + K) * d].view(H + K, d // 2, 2))   # RoPE's planes
+            self.q = self.qkv[:H * d].view(1, K, H // K, d)                      # query heads by key head
+            self.kv = self.qkv[H * d:].view(1, 2, K, d)                          # what the cache keeps
+            self.gate_up = new(2 * dense)
+            self.gate, self.up = self.gate_up[:dense], self.gate_up[dense:]
+
+
 class KVCache:
     """Every layer's keys and values, [B, kv_heads, capacity, head_dim], written in place.
 
@@ -337,40 +394,62 @@ class KVCache:
     number of positions held: the next token's position. ``ids`` keeps the token ids
     that were fed, so a chat can reuse the longest common prefix of its next prompt
     (:meth:`common_prefix`, :meth:`truncate`).
+
+    Each layer's keys and values share one tensor ``kv[layer]`` [B, 2, kv_heads, capacity, d]
+    (``keys[layer]`` and ``values[layer]`` are its two halves), so that one copy stores a
+    step's keys and values. The keys are kept rotated, with their head_dim in the
+    :func:`pairs_side_by_side` order (the model's attention reads them in that order).
     """
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = max(1, int(capacity))
         self.length = 0
+        self.kv: list[Tensor] = []
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
         self.ids: Tensor | None = None   # [B, capacity] long
+        self._scratch: _Scratch | None = None   # the single-token step's working vectors (see MiniMindForCausalLM)
 
-    def _allocate(self, layers: int, like: Tensor, capacity: int) -> None:
-        b, h, _, d = like.shape
-        new_k = [like.new_zeros(b, h, capacity, d) for _ in range(layers)]
-        new_v = [like.new_zeros(b, h, capacity, d) for _ in range(layers)]
-        new_ids = torch.zeros(b, capacity, dtype=torch.long, device=like.device)
+    def _scratch_for(self, config: MiniMindConfig, like: Tensor) -> _Scratch:
+        s = self._scratch
+        if s is None or s.key != (config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+                                  config.hidden_size, 0 if config.use_moe else config.intermediate_size,
+                                  like.dtype, like.device):
+            s = self._scratch = _Scratch(config, like)
+        return s
+
+    def _allocate(self, layers: int, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
+                  capacity: int) -> None:
+        b, h, d = shape
+        new_kv = [torch.zeros(b, 2, h, capacity, d, dtype=dtype, device=device) for _ in range(layers)]
+        new_ids = torch.zeros(b, capacity, dtype=torch.long, device=device)
         n = self.length
-        for old, new in zip(self.keys + self.values, new_k + new_v):
-            new[:, :, :n] = old[:, :, :n]
+        for old, new in zip(self.kv, new_kv):
+            new[:, :, :, :n] = old[:, :, :, :n]
         if self.ids is not None:
             new_ids[:, :n] = self.ids[:, :n]
-        self.keys, self.values, self.ids, self.capacity = new_k, new_v, new_ids, capacity
+        self.kv, self.ids, self.capacity = new_kv, new_ids, capacity
+        self.keys, self.values = [t[:, 0] for t in new_kv], [t[:, 1] for t in new_kv]
 
     def reserve(self, layers: int, like: Tensor, new: int) -> None:
         """Room for ``new`` more positions (``like``: one layer's new keys [B, kv_heads, T, d])."""
+        self._reserve(layers, (like.shape[0], like.shape[1], like.shape[3]), like.dtype, like.device, new)
+
+    def _reserve(self, layers: int, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
+                 new: int) -> None:
+        """:meth:`reserve` for keys of ``shape`` (batch, kv_heads, head_dim)."""
         need = self.length + new
-        if not self.keys:
+        if not self.kv:
             self.length = 0
-            self._allocate(layers, like, max(self.capacity, need))
-        elif len(self.keys) != layers or self.keys[0].shape != (*like.shape[:2], self.capacity, like.shape[3]) or \
-                self.keys[0].dtype != like.dtype or self.keys[0].device != like.device:
-            k = self.keys[0]
-            raise ValueError(f"This cache holds keys {tuple(k.shape)} in {k.dtype} on {k.device}, not "
-                             f"{tuple(like.shape)} in {like.dtype} on {like.device}; clear() it first.")
-        elif need > self.capacity:
-            self._allocate(layers, like, max(need, 2 * self.capacity))
+            self._allocate(layers, shape, dtype, device, max(self.capacity, need))
+            return
+        k = self.kv[0]
+        if len(self.kv) != layers or k.shape != (shape[0], 2, shape[1], self.capacity, shape[2]) or \
+                k.dtype != dtype or k.device != device:
+            raise ValueError(f"This cache holds keys {tuple(self.keys[0].shape)} in {k.dtype} on {k.device}, not "
+                             f"{shape[:2]} x {shape[2]} in {dtype} on {device}; clear() it first.")
+        if need > self.capacity:
+            self._allocate(layers, shape, dtype, device, max(need, 2 * self.capacity))
 
     def write(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v [B, kv_heads, T, d] at positions start.. and return all keys and values so far (views)."""
@@ -403,7 +482,7 @@ class KVCache:
 
     def clear(self) -> None:
         """Forget everything, tensors included (the next write allocates again)."""
-        self.keys, self.values, self.ids, self.length = [], [], None, 0
+        self.kv, self.keys, self.values, self.ids, self.length = [], [], [], None, 0
 
     def truncate(self, length: int) -> None:
         """Forget every position from ``length`` on (they are overwritten by the next write)."""
@@ -438,23 +517,19 @@ class Attention(nn.Module):
         """x [B*T, h] (already normed) -> (out [B*T, h], the newest query's attention [B, H, S] or None).
 
         ``cos``, ``sin_signed`` [T, 1, d] are the rotations of positions start .. start+T-1.
+        The path for training (and gradients); inference runs :meth:`MiniMindForCausalLM.forward`'s
+        own loop on prepared weights, with the same arithmetic.
         """
         H, K, d = self.n_heads, self.n_kv, self.head_dim
         T = x.shape[0] // B
-        if torch.is_grad_enabled():   # training: one product per named weight
-            q = self.q_proj(x).view(B, T, H, d)
-            k = self.k_proj(x).view(B, T, K, d)
-            v = self.v_proj(x).view(B, T, K, d)
-        else:                         # inference: one product for all three (see fused_weight)
-            qkv = F.linear(x, fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))).view(B, T, H + 2 * K, d)
-            q, k, v = qkv.split((H, K, K), dim=2)                                   # [B, T, heads, d]
+        q = self.q_proj(x).view(B, T, H, d)
+        k = self.k_proj(x).view(B, T, K, d)
+        v = self.v_proj(x).view(B, T, K, d)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-            q, k = apply_rope_rolled(q, cos, sin_signed), apply_rope_rolled(k, cos, sin_signed)
-        elif torch.is_grad_enabled():
-            q, k = apply_rope_rolled(q, cos, sin_signed), apply_rope_rolled(k, cos, sin_signed)
-        else:                         # q and k are neighbours in qkv: rotate both at once
-            q, k = apply_rope_rolled(qkv[:, :, :H + K], cos, sin_signed).split((H, K), dim=2)
+        q, k = apply_rope_rolled(q, cos, sin_signed), apply_rope_rolled(k, cos, sin_signed)
+        if cache is not None:   # the cache's layout (no score changes)
+            q, k = pairs_side_by_side(q), pairs_side_by_side(k)
         k, v = k.transpose(1, 2), v.transpose(1, 2)                                 # [B, K, T, d]
         if cache is not None:
             k, v = cache.write(layer, start, k, v)                                  # [B, K, S, d], S = start + T
@@ -627,6 +702,74 @@ class MiniMindModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
+class _Prepared:
+    """The weights the inference path reads, made from the parameters once and made again when any changes.
+
+    Per layer: q, k and v stacked into one matrix (one product instead of three), the q and k
+    rows of every head reordered by :func:`pairs_side_by_side` (RoPE is then one complex
+    multiplication, and the cache keeps keys in that order), with the input RMSNorm's
+    weight multiplied into its columns (``W (w * u) == (W diag(w)) u``: the norm then only
+    divides by the RMS); this matrix is a copy. The MLP's gate and up are stacked by
+    :func:`fused_weight` (the parameters become views of the stack: no copy, and in-place
+    updates land in it); o, down, the head and the other norms are the parameters themselves.
+
+    "Changes" are seen through every parameter's data pointer and version counter, compared
+    once per forward: ``load_state_dict``, ``.to()``, ``param.data = ...``, an optimizer's step
+    or any in-place change under ``no_grad`` make it prepare again (``.to()`` at once, the rest
+    at the next inference call). An in-place change through ``param.data`` bypasses the version
+    counter and is not seen.
+    """
+
+    __slots__ = ("slots", "params", "versioned", "key", "layers", "final", "eps", "eps_t")
+
+    def __init__(self, model: MiniMindForCausalLM) -> None:
+        cfg = model.config
+        H, K, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.eps = cfg.rms_norm_eps
+
+        def rows(w: Tensor, heads: int) -> Tensor:   # each head's rows in the pairs_side_by_side order
+            return pairs_side_by_side(w.detach().view(heads, d, -1), 1).reshape(heads * d, -1)
+
+        with torch.inference_mode(False), torch.no_grad():   # ordinary tensors, even when called for inference
+            layers = []
+            for block in model.model.layers:
+                a, mlp = block.self_attn, block.mlp
+                qkv = torch.cat([rows(a.q_proj.weight, H), rows(a.k_proj.weight, K), a.v_proj.weight.detach()])
+                w_in = block.input_layernorm.weight.detach()
+                if qkv.dtype in (torch.float32, torch.float64):
+                    qkv = qkv * w_in
+                else:
+                    qkv = (qkv.float() * w_in.float()).to(qkv.dtype)
+                q_norm = pairs_side_by_side(a.q_norm.weight.detach()) if a.qk_norm else None
+                k_norm = pairs_side_by_side(a.k_norm.weight.detach()) if a.qk_norm else None
+                post = block.post_attention_layernorm.weight.detach()
+                if block.is_moe:
+                    gate_up, down, moe = None, None, mlp
+                else:
+                    gate_up, down, moe = fused_weight(mlp, (mlp.gate_proj, mlp.up_proj)), mlp.down_proj.weight, None
+                layers.append((qkv, q_norm, k_norm, a.o_proj.weight.detach(), gate_up, post,
+                               None if down is None else down.detach(), moe))
+            self.layers = layers
+            self.final = model.model.norm.weight.detach()
+            self.eps_t = torch.full((1,), self.eps, dtype=self.final.dtype, device=self.final.device)
+        self.slots = [(m._parameters, name) for m in model.modules() for name, p in m._parameters.items()
+                      if p is not None]
+        self.params = [d_[n] for d_, n in self.slots]   # held: a freed parameter's address is not reused
+        self.versioned = not any(p.is_inference() for p in self.params)
+        self.key = self.fingerprint()
+
+    def fingerprint(self) -> list:
+        if self.versioned:
+            return [(p.data_ptr(), p._version) for p in [d[n] for d, n in self.slots]]
+        return [d[n].data_ptr() for d, n in self.slots]
+
+    def current(self) -> bool:
+        try:
+            return self.fingerprint() == self.key
+        except (AttributeError, KeyError, RuntimeError):   # a parameter removed, or now an inference tensor
+            return False
+
+
 class ModelOutput(NamedTuple):
     logits: Tensor                      # [B, T, V] (or [B, 1, V] with last_only)
     cache: KVCache | None               # the cache, updated (None without use_cache)
@@ -646,6 +789,7 @@ class MiniMindForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
         self._rope: tuple[Tensor, Tensor] | None = None   # cos, sin [L, d], grown on demand (not in the state dict)
+        self._turns: Tensor | None = None                 # the same as cos + i sin [L, d/2] (inference)
         if self.lm_head.weight.device.type != "meta":   # a skeleton for checking files needs no numbers
             self.init_weights()
 
@@ -676,6 +820,26 @@ class MiniMindForCausalLM(nn.Module):
                 self._rope = table = (cos.to(dtype).unsqueeze(1), signed_sin(sin).to(dtype).unsqueeze(1))
         return table[0][start:end], table[1][start:end]
 
+    def rope_turns(self, start: int, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """``cos + i sin`` [length, d/2] for positions start..: the inference path's RoPE (see
+        :func:`rotate_pairs_`), complex64 (complex128 for a float64 model), a table like :meth:`rope`'s."""
+        ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        end = start + length
+        table = self._turns
+        if table is None or table.shape[0] < end or table.device != device or table.dtype != ctype:
+            size = max(256, 1 << (end - 1).bit_length())
+            if table is not None and table.device == device:
+                size = max(size, table.shape[0])
+            with torch.inference_mode(False):
+                cos, sin = rope_table(self.config, size, device)
+                half, real = self.config.head_dim // 2, torch.float64 if dtype == torch.float64 else torch.float32
+                self._turns = table = torch.complex(cos[:, :half].to(real), sin[:, :half].to(real))
+        return table.narrow(0, start, length)
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_prepared", None)   # .to(), .double(), ...: new tensors (and free the old ones)
+        return super()._apply(fn, recurse)
+
     def forward(self, input_ids: Tensor, cache: KVCache | None = None, *, use_cache: bool = False,
                 attention_layers: int | Iterable[int] | str | None = None, last_only: bool = False) -> ModelOutput:
         """Logits for every position of ``input_ids`` [B, T] (after the positions ``cache`` already holds).
@@ -687,14 +851,7 @@ class MiniMindForCausalLM(nn.Module):
         B, T = input_ids.shape
         if cache is None and use_cache:
             cache = KVCache()
-        start = cache.length if cache is not None else 0
         cfg = self.config
-        x = self.model.embed_tokens(input_ids.reshape(-1))                          # [B*T, h]
-        if cfg.dropout and self.training:
-            x = F.dropout(x, cfg.dropout, True)
-        cos, sin_signed = self.rope(start, T, x.device, x.dtype)                    # [T, 1, d]
-        if cache is not None:
-            cache.reserve(cfg.num_hidden_layers, x.new_empty(B, cfg.num_key_value_heads, T, cfg.head_dim), T)
         if attention_layers is None:
             wanted: set[int] = set()
         elif attention_layers == "all":
@@ -703,6 +860,16 @@ class MiniMindForCausalLM(nn.Module):
             wanted = {attention_layers % cfg.num_hidden_layers}
         else:
             wanted = {i % cfg.num_hidden_layers for i in attention_layers}
+        if not self.training and not torch.is_grad_enabled():
+            logits, attention = self._infer(input_ids, cache, wanted, last_only)
+            return ModelOutput(logits, cache, logits.new_zeros((), dtype=torch.float32), attention if wanted else None)
+        start = cache.length if cache is not None else 0
+        x = self.model.embed_tokens(input_ids.reshape(-1))                          # [B*T, h]
+        if cfg.dropout and self.training:
+            x = F.dropout(x, cfg.dropout, True)
+        cos, sin_signed = self.rope(start, T, x.device, x.dtype)                    # [T, 1, d]
+        if cache is not None:
+            cache._reserve(cfg.num_hidden_layers, (B, cfg.num_key_value_heads, cfg.head_dim), x.dtype, x.device, T)
         attention: dict[int, Tensor] = {}
         aux = x.new_zeros((), dtype=torch.float32)
         for i, block in enumerate(self.model.layers):
@@ -721,6 +888,127 @@ class MiniMindForCausalLM(nn.Module):
         if last_only:
             logits = logits.unsqueeze(1)
         return ModelOutput(logits, cache, aux, attention if wanted else None)
+
+    # -- inference ------------------------------------------------------------------------------
+    def _prepare(self) -> _Prepared:
+        prepared = self.__dict__.get("_prepared")
+        if prepared is None or not prepared.current():
+            prepared = self.__dict__["_prepared"] = _Prepared(self)
+        return prepared
+
+    def _infer(self, input_ids: Tensor, cache: KVCache | None, wanted: set[int],
+               last_only: bool) -> tuple[Tensor, dict[int, Tensor]]:
+        """The forward pass in eval mode without gradients, on :class:`_Prepared` weights: (logits, attention).
+
+        The same arithmetic as the modules' path, in fewer operations: one product for q, k
+        and v, the input norm's weight folded into it, RoPE as one complex multiplication in
+        place, one copy into the cache for keys and values, residual additions fused into
+        the o and down products. One token of one sequence (decoding) goes through
+        :meth:`_infer_one`, where every product is a matrix-vector one.
+        """
+        prepared = self._prepare()
+        cfg = self.config
+        B, T = input_ids.shape
+        weight = self.model.embed_tokens.weight
+        start = cache.length if cache is not None else 0
+        if cache is not None:
+            cache._reserve(cfg.num_hidden_layers, (B, cfg.num_key_value_heads, cfg.head_dim), weight.dtype,
+                           weight.device, T)
+        turns = self.rope_turns(start, T, weight.device, weight.dtype)             # [T, d/2]
+        if B * T == 1 and weight.dtype in (torch.float32, torch.float64):
+            logits, attention = self._infer_one(prepared, input_ids, cache, start, turns[0], wanted)
+        else:
+            logits, attention = self._infer_rows(prepared, input_ids, cache, start, turns, wanted, last_only)
+        if cache is not None:
+            cache.ids.narrow(1, start, T).copy_(input_ids)
+            cache.length = start + T
+        return logits, attention
+
+    def _infer_rows(self, prepared: _Prepared, input_ids: Tensor, cache: KVCache | None, start: int, turns: Tensor,
+                    wanted: set[int], last_only: bool) -> tuple[Tensor, dict[int, Tensor]]:
+        cfg = self.config
+        B, T = input_ids.shape
+        H, K, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        S, eps = start + T, prepared.eps
+        turns = turns.unsqueeze(1)                                                  # [T, 1, d/2]
+        attention: dict[int, Tensor] = {}
+        x = torch.embedding(self.model.embed_tokens.weight, input_ids.reshape(-1))  # [B*T, h], a new tensor
+        for i, (qkv_w, q_norm, k_norm, o_w, gate_up_w, post_w, down_w, moe) in enumerate(prepared.layers):
+            heads = F.linear(normalize(x, None, eps), qkv_w).view(B, T, H + 2 * K, d)
+            if q_norm is not None:
+                heads[:, :, :H] = normalize(heads[:, :, :H], q_norm, eps)
+                heads[:, :, H:H + K] = normalize(heads[:, :, H:H + K], k_norm, eps)
+            rotate_pairs_(heads[:, :, :H + K], turns)
+            if cache is not None:
+                cache.kv[i].narrow(3, start, T).copy_(heads[:, :, H:].unflatten(2, (2, K)).permute(0, 2, 3, 1, 4))
+                k, v = cache.keys[i].narrow(2, 0, S), cache.values[i].narrow(2, 0, S)     # [B, K, S, d]
+            else:
+                k, v = heads[:, :, H:H + K].transpose(1, 2), heads[:, :, H + K:].transpose(1, 2)
+            q = heads[:, :, :H]                                                     # [B, T, H, d]
+            if T == 1:   # group the query heads of each key head
+                q_last = q.reshape(B, H, d)
+                out = F.scaled_dot_product_attention(q_last.view(B, K, H // K, d), k, v).reshape(B, H * d)
+            else:
+                q = q.transpose(1, 2)                                               # [B, H, T, d]
+                q_last = q[:, :, -1]
+                if T == S:
+                    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                else:
+                    mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+                out = out.transpose(1, 2).reshape(B * T, H * d)
+            if i in wanted:
+                attention[i] = self.model.layers[i].self_attn.newest_query_probs(q_last, k)
+            x.addmm_(out, o_w.t())
+            y = normalize(x, post_w, eps)
+            if moe is None:
+                gate, up = F.linear(y, gate_up_w).chunk(2, dim=-1)
+                x.addmm_(F.silu(gate) * up, down_w.t())
+            else:
+                x.add_(moe(y, B)[0])
+        x = x.view(B, T, -1)
+        if last_only:
+            x = x[:, -1:]
+        return F.linear(normalize(x, prepared.final, eps), self.lm_head.weight), attention
+
+    def _infer_one(self, prepared: _Prepared, input_ids: Tensor, cache: KVCache | None, start: int, turn: Tensor,
+                   wanted: set[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        """One token of one sequence, float32 or float64: every product a matrix-vector one, written into
+        the cache's :class:`_Scratch` (so no step allocates them or makes their views again), the residual
+        stream one vector updated in place."""
+        cfg = self.config
+        H, K, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        weight = self.model.embed_tokens.weight
+        s = cache._scratch_for(cfg, weight) if cache is not None else _Scratch(cfg, weight)
+        row, x, y, r, qkv = s.row, s.x, s.y, s.r, s.qkv
+        eps, eps_t, inv, S = prepared.eps, prepared.eps_t, 1.0 / cfg.hidden_size, start + 1
+        attention: dict[int, Tensor] = {}
+        torch.index_select(weight, 0, input_ids.view(1), out=row)
+        for i, (qkv_w, q_norm, k_norm, o_w, gate_up_w, post_w, down_w, moe) in enumerate(prepared.layers):
+            # RMSNorm: 1 / sqrt(x . x / h + eps) from one product; its weight is folded into qkv_w
+            torch.addmv(eps_t, row, x, alpha=inv, out=r).rsqrt_()
+            torch.mv(qkv_w, torch.mul(x, r, out=y), out=qkv)
+            if q_norm is not None:
+                s.heads[:H] = F.rms_norm(s.heads[:H], (d,), q_norm, eps)
+                s.heads[H:H + K] = F.rms_norm(s.heads[H:H + K], (d,), k_norm, eps)
+            s.qk.mul_(turn)                                                         # RoPE on q and k
+            if cache is not None:
+                cache.kv[i].select(3, start).copy_(s.kv)
+                k, v = cache.keys[i].narrow(2, 0, S), cache.values[i].narrow(2, 0, S)     # [1, K, S, d]
+            else:
+                k, v = s.kv.view(2, 1, K, 1, d).unbind(0)
+            x.addmv_(o_w, F.scaled_dot_product_attention(s.q, k, v).view(-1))
+            if i in wanted:
+                attention[i] = self.model.layers[i].self_attn.newest_query_probs(s.q.view(1, H, d), k)
+            torch.addmv(eps_t, row, x, alpha=inv, out=r).rsqrt_()
+            torch.mul(x, r, out=y).mul_(post_w)
+            if moe is None:
+                torch.mv(gate_up_w, y, out=s.gate_up)
+                x.addmv_(down_w, F.silu(s.gate, inplace=True).mul_(s.up))
+            else:
+                x.add_(moe(s.y_row, 1)[0].view(-1))
+        torch.addmv(eps_t, row, x, alpha=inv, out=r).rsqrt_()
+        return torch.mv(self.lm_head.weight, torch.mul(x, r, out=y).mul_(prepared.final)).view(1, 1, -1), attention
 
 
 def parameter_count(model: nn.Module) -> int:

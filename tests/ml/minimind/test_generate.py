@@ -71,6 +71,17 @@ def test_top_k_and_top_p_keep_the_right_sets():
     assert torch.allclose(hot, torch.sort((logits / 2).softmax(-1), descending=True).values)
 
 
+def test_the_temperature_divides_the_logits_before_the_softmax():
+    logits = torch.randn(40)
+    for t in (0.5, 1.0, 2.0):
+        for k in (7, 0):
+            ids, p = candidate_distribution(logits, t, top_k=k)
+            values, want = (logits / t).sort(descending=True)
+            assert torch.equal(ids, want[:k or 40])
+            assert torch.allclose(p, values[:k or 40].softmax(-1))
+    assert torch.equal(candidate_distribution(logits, 0.0, top_k=5)[1], candidate_distribution(logits, 1.0, top_k=5)[1])
+
+
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens():
     logits = torch.tensor([2.0, -2.0, 1.0, -1.0, 0.5])
     seen = torch.tensor([True, True, False, False, True])

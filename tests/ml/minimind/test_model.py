@@ -286,28 +286,112 @@ def test_the_balance_loss_is_one_when_routing_is_uniform_and_matches_switch_tran
 def test_training_reaches_every_weight_and_the_inference_path_follows_the_updates():
     model = tiny_model("minimind3").train()
     ids = torch.randint(0, 97, (2, 10))
-    with torch.inference_mode():              # as generation runs: fuses q/k/v and gate/up, the
-        model.eval()(ids)                     # parameters become views (ordinary tensors, trainable)
-    attn = model.model.layers[0].self_attn
-    fused = attn.__dict__["_fused"]
-    assert attn.k_proj.weight.data_ptr() == fused[attn.q_proj.weight.shape[0]:].data_ptr()
+    with torch.inference_mode():              # as generation runs: prepares its weights (gate/up stacked,
+        model.eval()(ids)                     # the parameters views of the stack: ordinary tensors, trainable)
+    mlp = model.model.layers[0].mlp
+    fused = mlp.__dict__["_fused"]
+    assert mlp.up_proj.weight.data_ptr() == fused[mlp.gate_proj.weight.shape[0]:].data_ptr()
     model.train()
     logits = model(ids).logits
     F.cross_entropy(logits[:, :-1].reshape(-1, 97), ids[:, 1:].reshape(-1)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    with torch.no_grad():                     # an optimizer's step: in place, into the fused storage
+    with torch.no_grad():                     # an optimizer's step: in place, seen by the version counters
         for p in model.parameters():
             p.sub_(0.05 * p.grad.sign())
     model.eval()
     with torch.no_grad():
         fast = model(ids).logits
     assert torch.allclose(fast, model(ids).logits, atol=1e-5)   # grad mode uses the parameters one by one
-    double = model.double()                   # .to() gives the parameters new storage: fused again, in float64
+    double = model.double()                   # .to() gives the parameters new storage: prepared again, in float64
     with torch.no_grad():
         again = double(ids).logits
-    assert attn.__dict__["_fused"].dtype == torch.float64
-    assert attn.q_proj.weight.data_ptr() == attn.__dict__["_fused"].data_ptr()
+    assert again.dtype == torch.float64 and mlp.__dict__["_fused"].dtype == torch.float64
+    assert mlp.gate_proj.weight.data_ptr() == mlp.__dict__["_fused"].data_ptr()
     assert torch.allclose(again.float(), fast, atol=1e-4)
+
+
+def random_norms(model):
+    """Norm weights away from one, so that folding them into the products is put to the test."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.mark.parametrize("kind", list(GENERATIONS))
+def test_the_inference_path_gives_the_numbers_of_the_modules(kind):
+    model = random_norms(tiny_model(kind))
+    ids = torch.randint(0, 97, (2, 9))
+    want = model(ids, attention_layers="all")           # grad mode: the modules, one product per weight
+    with torch.no_grad():
+        got = model(ids, attention_layers="all")
+        assert torch.allclose(got.logits, want.logits.detach(), atol=1e-5)
+        for layer, probs in want.attention.items():
+            assert torch.allclose(got.attention[layer], probs, atol=1e-6)
+        one = model(ids[:1, :1]).logits                 # one token, no cache (the single-token step)
+        assert torch.allclose(one, want.logits[:1, :1].detach(), atol=1e-5)
+        cache = KVCache()
+        model(ids[:1, :4], cache)
+        steps = [model(ids[:1, t:t + 1], cache, attention_layers=-1) for t in range(4, 9)]
+        assert torch.allclose(torch.cat([s.logits for s in steps], 1), want.logits[:1, 4:].detach(), atol=1e-5)
+        assert torch.allclose(steps[-1].attention[1], want.attention[1][:1], atol=1e-6)
+        batch = KVCache()                               # two sequences, one token each: the general path
+        model(ids[:, :8], batch)
+        assert torch.allclose(model(ids[:, 8:], batch).logits, want.logits[:, 8:].detach(), atol=1e-5)
+
+
+def test_a_cache_filled_with_gradients_on_is_read_the_same_without():
+    model = random_norms(tiny_model("minimind3"))
+    ids = torch.randint(0, 97, (1, 8))
+    with torch.no_grad():
+        full = model(ids).logits
+    cache = KVCache()
+    model(ids[:, :5], cache)                            # the modules write the keys in the cache's order too
+    with torch.no_grad():
+        rest = torch.cat([model(ids[:, t:t + 1], cache).logits for t in range(5, 8)], 1)
+    assert torch.allclose(rest, full[:, 5:], atol=1e-5)
+
+
+def test_the_inference_path_sees_every_kind_of_weight_change():
+    model = random_norms(tiny_model())
+    ids = torch.randint(0, 97, (1, 6))
+
+    def check():
+        with torch.no_grad():
+            fast = model(ids).logits
+        assert torch.allclose(fast, model(ids).logits.detach(), atol=1e-5)
+
+    check()
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        attn.q_proj.weight.mul_(1.5)                    # in place (an optimizer's step)
+        model.model.layers[1].input_layernorm.weight.add_(0.25)
+    check()
+    attn.k_proj.weight.data = attn.k_proj.weight.data * -1   # new storage
+    check()
+    other = random_norms(tiny_model(seed=1))
+    model.load_state_dict(other.state_dict())           # copied in place
+    check()
+    model.load_state_dict(random_norms(tiny_model(seed=2)).state_dict(), assign=True)   # new parameters
+    check()
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(97, 32))   # a parameter replaced
+    check()
+
+
+def test_half_precision_inference_follows_the_float32_arithmetic():
+    model = random_norms(tiny_model("minimind3"))
+    ids = torch.randint(0, 97, (1, 7))
+    with torch.no_grad():
+        want = model(ids).logits
+        half = model.to(torch.bfloat16)
+        got = half(ids).logits
+        cache = KVCache()
+        half(ids[:, :6], cache)
+        step = half(ids[:, 6:], cache).logits
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() < 0.1 * want.abs().max()
+    assert (step.float() - got[:, 6:].float()).abs().max() < 0.05 * want.abs().max()
 
 
 def test_the_config_round_trips_and_refuses_bad_settings():
