@@ -113,6 +113,9 @@ class MainWindow(QMainWindow):
         keep = lambda text, ms: early.append((text, ms))
         self.ctx.message.connect(keep)
         self._add_panels()
+        # Before the first paint: one full collection, and what survives (the libraries, the
+        # window) is never scanned again; done later it would be a visible pause.
+        GuiThreadCollector.settle()
         self._build_menus()
         self._build_status_bar()
         self.ctx.message.disconnect(keep)
@@ -250,11 +253,6 @@ class MainWindow(QMainWindow):
             self.resize(1280, 820)
         tab = self.settings.get_typed("window/tab", int, 0)
         self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        # once the window is up: one full collection, and what survives is never scanned again
-        QTimer.singleShot(500, GuiThreadCollector.settle)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         if not self._closed:

@@ -119,7 +119,8 @@ class GuiThreadCollector(QObject):
         to the permanent generation, once per process: the collections that follow scan only
         what was made after it. Without this, the first collection of an older generation
         after start-up walks every object the imports made (100-170 ms on the GUI thread,
-        measured during the first chat answer). Called once the main window is up."""
+        measured during the first chat answer). The main window calls it once it is built, before
+        its first paint."""
         if GuiThreadCollector._settled:
             return
         GuiThreadCollector._settled = True

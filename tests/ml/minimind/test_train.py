@@ -285,6 +285,15 @@ def test_two_gloo_processes_give_the_losses_of_one_with_the_same_global_batch(si
            "--master-port", str(free_port()), "-m", "playground.ml.minimind.train", "all", *TINY,
            "--minutes", "0", "--max-steps", str(STEPS), "--out-dir", str(out), "--runs-dir", str(runs)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    if done.returncode != 0 and "SIGABRT" in done.stderr + done.stdout:
+        # Seen once on a heavily loaded 2-core machine: a gloo worker aborted while connecting.
+        # One fresh try (new port, fresh folders); a real fault fails it the same way.
+        first = done
+        out, runs = tmp_path / "out2", tmp_path / "runs2"
+        cmd[cmd.index("--master-port") + 1] = str(free_port())
+        cmd[cmd.index("--out-dir") + 1], cmd[cmd.index("--runs-dir") + 1] = str(out), str(runs)
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, first.stderr[-2000:] + "\n--- and again ---\n" + done.stderr[-2000:]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / "tokenizer.json").read_bytes() == (single_out / "tokenizer.json").read_bytes()
     assert len(RunStore(runs).list_runs()) == 3                       # rank 0 alone writes run files
