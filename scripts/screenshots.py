@@ -139,7 +139,7 @@ def main(which: list[str]) -> None:
         win.tabs.setCurrentWidget(panel)
         wait_for(app, lambda: panel.chat is not None and not panel.picker.loading)
         panel.seed.setValue(1)
-        for question in ("Write a Tang poem titled 静夜思", "What does hacker mean?"):
+        for question in ("请写一首题为《静夜思》的唐诗。", "What does hacker mean?"):
             panel.input.setPlainText(question)
             panel.send()
             wait_for(app, lambda: not panel.running)
