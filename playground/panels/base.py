@@ -248,6 +248,19 @@ class Panel(QWidget):
             self.ctx.show_message(f"{name}: some saved settings were not usable and are back to their defaults: "
                                   + "; ".join(problems[:4]), 15000)
 
+    # -- the model, loaded when the tab is first shown -------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self.ensure_model()
+
+    def ensure_model(self) -> None:
+        """Load the remembered (or embedded) model of the panel's ``picker`` once, when the tab
+        is first shown: a window whose tab is never opened spends nothing on its model."""
+        picker = getattr(self, "picker", None)
+        if picker is not None and not getattr(self, "_model_asked", False):
+            self._model_asked = True
+            picker.restore()
+
     # -- the Learn side panel ---------------------------------------------------------------
     def with_learn(self, content: QWidget, sheet=None) -> QWidget:
         """``content`` with the collapsible Learn panel at its right (the panel's main layout)."""

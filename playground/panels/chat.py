@@ -96,7 +96,6 @@ class ChatPanel(Panel):
         self._answer_bubble = None
         self._answer_text = ""
         self._starts_thinking = False
-        self._started = False
         self._build()
 
     # -- building ----------------------------------------------------------------------------------
@@ -229,17 +228,6 @@ class ChatPanel(Panel):
         split.addWidget(self.inspector)
         split.setSizes([520, 260])
         return split
-
-    # -- first show --------------------------------------------------------------------------------
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        self.ensure_started()
-
-    def ensure_started(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self.picker.restore()
 
     def learn_sheet(self):
         return chat_sheet()

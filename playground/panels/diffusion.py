@@ -121,7 +121,6 @@ class DiffusionPanel(Panel):
         self._forward_job = None
         self._forward_source: tuple = ()
         self._hub_job = None
-        self._started = False
         self._build()
 
     # -- layout ------------------------------------------------------------------------------------
@@ -260,17 +259,6 @@ class DiffusionPanel(Panel):
         self.plot.setMaximumHeight(220)
         layout.addWidget(self.plot, 1)
         return box
-
-    # -- first show --------------------------------------------------------------------------------
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        self.ensure_started()
-
-    def ensure_started(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self.picker.restore()
 
     def _load_builtin(self):
         if self.builtin.currentData() == "faces":

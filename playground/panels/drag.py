@@ -137,18 +137,6 @@ class DragPanel(Panel):
                                           self.undo_button, self.redo_button, self.load_latent_button,
                                           self.project_button)
         self.picker.modelChanged.connect(self._on_model)
-        self._model_asked = False  # the model is loaded when the tab is first shown (see showEvent)
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        self.ensure_model()
-
-    def ensure_model(self) -> None:
-        """Load the remembered (or embedded) model once: a window whose Drag tab is never
-        opened spends nothing on a generator."""
-        if not self._model_asked:
-            self._model_asked = True
-            self.picker.restore()
 
     def _build_form(self) -> QWidget:
         box = QWidget()

@@ -378,7 +378,7 @@ class SeparationPanel(Panel):
             return
         self._started = True
         self.refresh_devices()
-        self.picker.restore()
+        self.ensure_model()
         if self.demos:
             self.load_demo()
         if self.live.isChecked():
