@@ -421,28 +421,25 @@ def pretrain_items(records: dict[str, list[Record]], mix: dict[str, float]) -> t
     return texts, groups
 
 
-def sft_items(records: dict[str, list[Record]], mix: dict[str, float], seed: int) -> tuple[list, list]:
-    convs, groups = [], []
+def _made_items(records: dict[str, list[Record]], mix: dict[str, float], seed: int, make) -> tuple[list, list]:
+    """``make(records, seed=, per_record=)`` over each source, as many per record as its mix says."""
+    items, groups = [], []
     for k, (source, recs) in enumerate(records.items()):
         c = copies_for(mix[source])
         if not c or not recs:
             continue
-        made = D.sft_conversations(recs, seed=seed + 101 * k, per_record=c)
-        convs += made
+        made = make(recs, seed=seed + 101 * k, per_record=c)
+        items += made
         groups.append((len(made), mix[source], c))
-    return convs, groups
+    return items, groups
+
+
+def sft_items(records: dict[str, list[Record]], mix: dict[str, float], seed: int) -> tuple[list, list]:
+    return _made_items(records, mix, seed, D.sft_conversations)
 
 
 def dpo_items(records: dict[str, list[Record]], mix: dict[str, float], seed: int) -> tuple[list, list]:
-    pairs, groups = [], []
-    for k, (source, recs) in enumerate(records.items()):
-        c = copies_for(mix[source])
-        if not c or not recs:
-            continue
-        made = D.dpo_pairs(recs, seed=seed + 101 * k, per_record=c)
-        pairs += made
-        groups.append((len(made), mix[source], c))
-    return pairs, groups
+    return _made_items(records, mix, seed, D.dpo_pairs)
 
 
 # -- held-out sets and checks --------------------------------------------------------------------
