@@ -1009,7 +1009,10 @@ class StopFlag:
     def __call__(self) -> bool:
         return self.requested
 
-    def install(self) -> None:
+    def install(self) -> dict:
+        """Install the handlers; returns the ones they replace (for :meth:`restore`)."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
         def handler(signum, frame):
             if self.requested:
                 raise KeyboardInterrupt
@@ -1018,6 +1021,12 @@ class StopFlag:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        return previous
+
+    @staticmethod
+    def restore(previous: dict) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _summary(result: dict) -> str:
@@ -1069,7 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_torch_threads()
     dist = ddp.from_env(args.device)
     stop = StopFlag()
-    stop.install()
+    previous_handlers = stop.install()
     store = None
     if not args.no_run and dist.is_main:
         store = runstore.RunStore(args.runs_dir or None)
@@ -1099,6 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         dist.close()
+        StopFlag.restore(previous_handlers)  # (main() may run inside another program: a test, the app)
     if dist.is_main:
         print(_summary(result), flush=True)
     return 0 if result["status"] == runstore.FINISHED else 130

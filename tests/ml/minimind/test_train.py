@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,12 +70,16 @@ def tok(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
     """One process: ``all`` for a few steps a stage on the synthetic corpus."""
+    threads = torch.get_num_threads()
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("single")
     out, runs = root / "out", root / "runs"
     code = T.main(["all", *TINY, "--minutes", "0", "--max-steps", str(STEPS), "--out-dir", str(out),
                    "--runs-dir", str(runs)])
-    torch.set_num_threads(1)
+    # main() gives back the signal handlers it installed (a later test relies on Ctrl-C's own)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    torch.set_num_threads(threads)
     return code, out, runs
 
 
