@@ -195,3 +195,16 @@ def test_a_token_holding_part_of_a_character_is_shown_as_its_bytes(tokenizer_dir
             pass
         else:
             raise AssertionError(f"{t} decodes as text and should be shown as such")
+
+
+def test_ctrl_return_in_the_message_box_sends(qtbot, panel):
+    from PySide6.QtCore import Qt
+
+    p = panel
+    p.max_new.setValue(3)
+    p.temperature.setValue(0.0)
+    p.input.setFocus()
+    qtbot.keyClicks(p.input, "a question")
+    qtbot.keyClick(p.input, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: len(p.conversation.messages) == 2 and not p.running, timeout=20000)
+    assert p.conversation.messages[0].content == "a question" and p.input.toPlainText() == ""
