@@ -237,6 +237,8 @@ def load_default() -> Generator[Progress, None, LoadedModel]:
                            "python -m playground.ml.minimind.train all, or open a MiniMind model.")
     found = loaders.load_minimind(weights)
     chat = chat_from_loaded(_with_tokenizer(found, folder), is_demo=True, note=DEMO_NOTE)
+    # "dpo · 3.5 M parameters · ..." (named after the file) -> the architecture it has
+    chat.description = " · ".join(["MiniMind2 layout, tiny"] + chat.description.split(" · ")[1:])
     side = _sidecar(weights)
     name = "MiniMind demo (tiny, embedded)"
     loaded = describe(chat, name, "", "safetensors")
