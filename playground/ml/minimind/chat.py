@@ -16,7 +16,6 @@ next: a follow-up question only computes the tokens that are new since the last 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,10 +235,10 @@ def load_default() -> Generator[Progress, None, LoadedModel]:
         raise BadFileError(f"The embedded demo model is missing ({weights.name} in {folder}); train it with "
                            "python -m playground.ml.minimind.train all, or open a MiniMind model.")
     found = loaders.load_minimind(weights)
-    chat = chat_from_loaded(_with_tokenizer(found, folder), is_demo=True, note=DEMO_NOTE)
+    chat = chat_from_loaded(found, is_demo=True, note=DEMO_NOTE)  # (its tokenizer is beside it)
     # "dpo · 3.5 M parameters · ..." (named after the file) -> the architecture it has
     chat.description = " · ".join(["MiniMind2 layout, tiny"] + chat.description.split(" · ")[1:])
-    side = _sidecar(weights)
+    side = found.sidecar
     name = "MiniMind demo (tiny, embedded)"
     loaded = describe(chat, name, "", "safetensors")
     if side.get("held_out_perplexity"):
@@ -257,24 +256,6 @@ def load_for_picker(path: str) -> Generator[Progress, None, LoadedModel]:
     fmt = "Hugging Face folder" if p.is_dir() else ("PyTorch state dict" if p.suffix in (".pth", ".pt", ".bin")
                                                    else "safetensors")
     return describe(chat, p.name, str(p), fmt)
-
-
-def _with_tokenizer(found, folder: Path):
-    if getattr(found, "tokenizer_path", None) is None:
-        try:
-            found.tokenizer_path = folder
-        except AttributeError:  # a frozen dataclass
-            import dataclasses
-
-            found = dataclasses.replace(found, tokenizer_path=folder)
-    return found
-
-
-def _sidecar(weights: Path) -> dict:
-    try:
-        return json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def elapsed_text(seconds: float) -> str:
