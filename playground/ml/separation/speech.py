@@ -218,14 +218,25 @@ def build_bank(config: BankConfig, cache_dir: Path | None = None) -> Iterator[Pr
     yield bank
 
 
+def perturb_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``audio`` ``factor`` times faster (linear interpolation): pitch *and* formants move
+    by ``factor``, the length by ``1 / factor``; a voice the bank does not have (the "speed
+    perturbation" of speech recognition)."""
+    n_out = max(int(len(audio) / factor), 1)
+    positions = np.arange(n_out, dtype=np.float64) * factor
+    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
+
+
 def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_src: int = 2,
-                 ratio_db: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+                 ratio_db: float = 5.0, speed: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One training example: (mixture [T], sources [C, T]) of ``n_src`` different speakers.
 
     Each source is a random stretch of one utterance (padded with silence when shorter,
     placed at a random offset), normalised to unit power over its active part, then given a
     random gain in +-``ratio_db``/2 dB; the mixture is their sum, and all are scaled together
-    so that the mixture's peak is at most 0.9.
+    so that the mixture's peak is at most 0.9. With ``speed`` > 0, half of the sources are
+    first played faster or slower by a random factor within 1 +- ``speed``
+    (:func:`perturb_speed`), for voices beyond the bank's.
     """
     chosen: list[int] = []
     while len(chosen) < n_src:
@@ -235,6 +246,8 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
     sources = np.zeros((n_src, segment), np.float32)
     for c, i in enumerate(chosen):
         u = bank.utterance(i)
+        if speed > 0 and rng.random() < 0.5:
+            u = perturb_speed(u, float(rng.uniform(1 - speed, 1 + speed)))
         if len(u) > segment:
             start = int(rng.integers(len(u) - segment + 1))
             piece, at = u[start:start + segment], 0
@@ -248,10 +261,10 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
     return (mixture * scale).astype(np.float32), (sources * scale).astype(np.float32)
 
 
-def mixture_batches(bank: UtteranceBank, batch: int, segment: int, seed: int, n_src: int = 2
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def mixture_batches(bank: UtteranceBank, batch: int, segment: int, seed: int, n_src: int = 2,
+                    speed: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless batches (mixtures [B, T], sources [B, C, T]), mixed on the fly, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     while True:
-        pairs = [make_mixture(bank, rng, segment, n_src) for _ in range(batch)]
+        pairs = [make_mixture(bank, rng, segment, n_src, speed=speed) for _ in range(batch)]
         yield np.stack([m for m, _ in pairs]), np.stack([s for _, s in pairs])

@@ -57,6 +57,8 @@ class TrainConfig:
     utterances: int = 1500         # the training bank
     val_mixtures: int = 64
     mask_act: str = "sigmoid"
+    speed: float = 0.0             # speed perturbation: half the sources played 1 +- speed times as fast
+    compile: bool = False          # torch.compile the model for training (about 1.5x faster on a CPU)
 
 
 @dataclass
@@ -104,6 +106,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
         val_bank = item if not isinstance(item, Progress) else val_bank
     val_mix, val_src = fixed_mixtures(val_bank, cfg.val_mixtures, segment, cfg.seed + 7)
     step, best, bad_checks, elapsed = 0, -math.inf, 0, 0.0
+    stages: list[dict] = []        # earlier runs that this one continues (command, config, steps)
     if state_path is not None and state_path.exists():
         from ..checkpoints import load_state_dict_strict, torch_load
 
@@ -112,8 +115,11 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
         opt.load_state_dict(state["opt"])
         step, best, bad_checks = int(state["step"]), float(state["best"]), int(state["bad_checks"])
         elapsed = float(state.get("seconds", 0.0))
+        stages = list(state.get("stages") or earlier_stage(out, step))
         yield Progress(None, f"resumed at step {step}")
-    batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step)
+    first_step = step
+    batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step, speed=cfg.speed)
+    forward = compiled(model) if cfg.compile else model
     run_config = {"dataset": "TTS two-speaker mixtures (espeak-ng, flite)", "model": f"conv-tasnet-{cfg.preset}",
                   **asdict(cfg), "parameters": parameter_count(model), "model_config": model_cfg.to_dict(),
                   "data_note": "Training loss = negative SI-SNR (uPIT); validation loss = -SI-SNRi (dB) on "
@@ -126,7 +132,14 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     try:
         while time.perf_counter() - start < cfg.minutes * 60 and not (cfg.max_steps and step >= cfg.max_steps):
             mix, src = (torch.from_numpy(a) for a in next(batches))
-            est = model(mix)
+            try:
+                est = forward(mix)
+            except Exception as exc:  # noqa: BLE001 - a compiler that fails falls back to plain PyTorch
+                if forward is model:
+                    raise
+                forward = model
+                yield Progress(None, f"torch.compile failed ({type(exc).__name__}); training without it")
+                est = model(mix)
             loss, _ = losses.pit_si_snr_loss(est, src)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -164,13 +177,15 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
                                f"step {step}: validation SI-SNRi {val:.2f} dB (best {best:.2f}), lr {lr:g}")
             if state_path is not None and time.perf_counter() - last_state > 300:
                 last_state = time.perf_counter()
-                save_state(state_path, model, opt, step, best, bad_checks, time.perf_counter() - start)
+                save_state(state_path, model, opt, step, best, bad_checks, time.perf_counter() - start,
+                           stages + [this_stage(command, cfg, first_step, step)])
         status = runstore.FINISHED
     finally:
         status = script.ended_status(status)
         seconds = time.perf_counter() - start
+        stages.append(this_stage(command, cfg, first_step, step))
         if state_path is not None and status in (runstore.FINISHED, runstore.STOPPED):
-            save_state(state_path, model, opt, step, best, bad_checks, seconds)
+            save_state(state_path, model, opt, step, best, bad_checks, seconds, stages)
         val = evaluate(model, val_mix, val_src)
         if out is not None and status in (runstore.FINISHED, runstore.STOPPED):
             from .loaders import save_separator
@@ -178,7 +193,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
             save_separator(out, model, {
                 "command": command, "train_config": asdict(cfg), "seed": cfg.seed, "steps": step,
                 "seconds": round(seconds, 1), "status": status, "made_by": "playground.ml.separation.train",
-                "validation_si_snri_db": round(val, 2),
+                "validation_si_snri_db": round(val, 2), "stages": stages,
                 "training_data": "two-speaker mixtures of espeak-ng and flite voices reading sentences of "
                                  "playground.ml.separation.speech's grammar, synthesised offline"})
         if writer:
@@ -187,9 +202,37 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     return {"status": status, "steps": step, "seconds": seconds, "val_si_snri": val, "model": model}
 
 
-def save_state(path: Path, model, opt, step: int, best: float, bad_checks: int, seconds: float) -> None:
+def save_state(path: Path, model, opt, step: int, best: float, bad_checks: int, seconds: float,
+               stages: list[dict] | None = None) -> None:
     script.save_state(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                             "bad_checks": bad_checks, "seconds": seconds})
+                             "bad_checks": bad_checks, "seconds": seconds, "stages": stages or []})
+
+
+def this_stage(command: str, cfg: TrainConfig, first_step: int, step: int) -> dict:
+    """What one run did: its command and config, and the steps it took (``from_step`` to ``to_step``)."""
+    return {"command": command, "train_config": asdict(cfg), "from_step": first_step, "to_step": step}
+
+
+def earlier_stage(out: Path | None, step: int) -> list[dict]:
+    """For a state kept before stages were: the run that made ``out``'s weights, from its JSON."""
+    side = out.with_suffix(".json") if out is not None else None
+    if side is None or not side.exists():
+        return []
+    import json
+
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return []
+    if data.get("steps") != step:
+        return []
+    return [{"command": data.get("command", ""), "train_config": data.get("train_config", {}), "from_step": 0,
+             "to_step": step, "note": "read back from the weights' JSON (kept before stages were recorded)"}]
+
+
+def compiled(model: ConvTasNet):
+    """The model through ``torch.compile``: inductor fuses the norms' and PReLUs' elementwise work."""
+    return torch.compile(model)
 
 
 def main(argv: list[str] | None = None) -> int:

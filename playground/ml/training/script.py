@@ -28,7 +28,18 @@ from . import runs as runstore
 
 def add_config_arguments(parser: argparse.ArgumentParser, config: Any) -> None:
     for name, default in asdict(config).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        kind = _boolean if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+
+
+def _boolean(text: str) -> bool:
+    """``--flag yes`` / ``no`` (also true/false, on/off, 1/0): ``bool("no")`` would be True."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, not {text!r}")
 
 
 def config_from_arguments(cls: type, args: argparse.Namespace) -> Any:

@@ -62,6 +62,28 @@ def test_a_mixture_is_the_sum_of_its_sources_from_different_speakers():
     np.testing.assert_array_equal(m, m2)  # reproducible from the seed
 
 
+def test_speed_perturbation_moves_pitch_and_length_together():
+    rate = speech.SAMPLE_RATE
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    for factor in (0.9, 1.12):
+        out = speech.perturb_speed(tone, factor)
+        assert out.dtype == np.float32 and abs(len(out) - rate / factor) <= 1
+        spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+        peak_hz = np.argmax(spectrum) * rate / len(out)
+        assert abs(peak_hz - 200 * factor) < 3
+    np.testing.assert_allclose(speech.perturb_speed(tone, 1.0), tone, atol=1e-6)
+    # In a mixture: still the sum of its sources, reproducible, and some sources really changed.
+    bank = tone_bank()
+    plain = [speech.make_mixture(bank, np.random.default_rng(k), 4000) for k in range(8)]
+    moved = [speech.make_mixture(bank, np.random.default_rng(k), 4000, speed=0.1) for k in range(8)]
+    again = [speech.make_mixture(bank, np.random.default_rng(k), 4000, speed=0.1) for k in range(8)]
+    for (mix, src), (mix2, _) in zip(moved, again):
+        np.testing.assert_allclose(mix, src.sum(axis=0), atol=1e-6)
+        np.testing.assert_array_equal(mix, mix2)
+    assert any(not np.allclose(a[0], b[0]) for a, b in zip(plain, moved))
+
+
 def test_the_bank_is_built_once_and_read_back_from_the_cache(tmp_path, monkeypatch):
     calls = []
 
@@ -137,3 +159,42 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
     first = next(item for item in gen if isinstance(item, sep_train.SepStep))
     assert first.step == len(steps) + 1
     gen.close()
+    # Each run is kept as a stage (command, config, steps), and the weights' JSON lists them all.
+    cfg3 = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": cfg.minutes + 0.03, "speed": 0.1})
+    gen = sep_train.train(cfg3, None, out, state, None, command="second")
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        second = stop.value
+    stages = json.loads(out.with_suffix(".json").read_text())["stages"]
+    # (the run closed after one step above is a stage too, with its empty command)
+    assert [s["command"] for s in stages] == ["test", "", "second"]
+    assert stages[0]["from_step"] == 0 and stages[0]["to_step"] == stages[1]["from_step"] == len(steps)
+    assert all(a["to_step"] == b["from_step"] for a, b in zip(stages, stages[1:]))
+    assert stages[2]["to_step"] == second["steps"] > len(steps) + 1 and stages[2]["train_config"]["speed"] == 0.1
+    assert torch.load(state, weights_only=True)["stages"] == stages
+
+
+def test_a_state_from_before_stages_takes_its_first_stage_from_the_weights_json(tmp_path):
+    out = tmp_path / "m.safetensors"
+    out.with_suffix(".json").write_text(json.dumps({"command": "old run", "steps": 70, "train_config": {"batch": 8}}))
+    assert sep_train.earlier_stage(out, 70)[0]["command"] == "old run"
+    assert sep_train.earlier_stage(out, 71) == []      # other weights than the state's
+    assert sep_train.earlier_stage(None, 70) == []
+    out.with_suffix(".json").write_text("{not json")
+    assert sep_train.earlier_stage(out, 70) == []
+
+
+def test_boolean_settings_read_yes_and_no():
+    import argparse
+
+    from playground.ml.training import script
+
+    parser = argparse.ArgumentParser()
+    script.add_config_arguments(parser, sep_train.TrainConfig())
+    assert parser.parse_args(["--compile", "yes"]).compile is True
+    assert parser.parse_args(["--compile", "no"]).compile is False
+    assert parser.parse_args([]).compile is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--compile", "maybe"])
