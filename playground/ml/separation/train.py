@@ -59,6 +59,7 @@ class TrainConfig:
     mask_act: str = "sigmoid"
     speed: float = 0.0             # speed perturbation: half the sources played 1 +- speed times as fast
     compile: bool = False          # torch.compile the model for training (about 1.5x faster on a CPU)
+    resume_lr: float = 0.0         # when resuming: set the learning rate to this (0: keep the saved one)
 
 
 @dataclass
@@ -115,6 +116,10 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
         opt.load_state_dict(state["opt"])
         step, best, bad_checks = int(state["step"]), float(state["best"]), int(state["bad_checks"])
         elapsed = float(state.get("seconds", 0.0))
+        if cfg.resume_lr > 0:
+            for group in opt.param_groups:
+                group["lr"] = cfg.resume_lr
+            bad_checks = 0
         stages = list(state.get("stages") or earlier_stage(out, step))
         yield Progress(None, f"resumed at step {step}")
     first_step = step

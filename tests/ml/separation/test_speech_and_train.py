@@ -160,13 +160,18 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
     assert first.step == len(steps) + 1
     gen.close()
     # Each run is kept as a stage (command, config, steps), and the weights' JSON lists them all.
-    cfg3 = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": cfg.minutes + 0.03, "speed": 0.1})
+    cfg3 = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": cfg.minutes + 0.03, "speed": 0.1,
+                                    "resume_lr": 3e-4})
     gen = sep_train.train(cfg3, None, out, state, None, command="second")
+    rates = []
     try:
         while True:
-            next(gen)
+            item = next(gen)
+            if isinstance(item, sep_train.SepStep):
+                rates.append(item.lr)
     except StopIteration as stop:
         second = stop.value
+    assert rates[0] == 3e-4  # the resumed rate, not the saved 1e-3
     stages = json.loads(out.with_suffix(".json").read_text())["stages"]
     # (the run closed after one step above is a stage too, with its empty command)
     assert [s["command"] for s in stages] == ["test", "", "second"]
