@@ -10,12 +10,18 @@ made zero-mean first::
 Scaling s_hat changes nothing. uPIT trains on the best assignment of estimates to
 sources: loss = -max over permutations pi of mean_c SI-SNR(s_hat_pi(c), s_c). SI-SNRi is
 SI-SNR(estimate) - SI-SNR(mixture, as the estimate of every source).
+
+SDR, as the separation papers report it (BSS Eval's ``bss_eval_sources``, Vincent et al.
+2006, with mir_eval's 512-tap filter): the estimate is projected onto the span of its
+source's delayed copies (delays 0 .. 511), so a short time-invariant filter of the source
+counts as the source; the rest is error. SDRi = SDR(estimate) - SDR(mixture).
 """
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -71,3 +77,39 @@ def sdr(estimate: Tensor, reference: Tensor, eps: float = EPS) -> Tensor:
     """Plain SDR in dB (no scale invariance, no distortion filter): 10 log10(||s||^2 / ||s - s_hat||^2)."""
     error = (reference - estimate).square().sum(dim=-1)
     return 10 * torch.log10((reference.square().sum(dim=-1) + eps) / (error + eps))
+
+
+def bss_sdr(estimate: np.ndarray, reference: np.ndarray, filter_len: int = 512) -> float:
+    """BSS Eval SDR (dB) of one estimate [T] of one source [T], distortion filter ``filter_len`` taps.
+
+    The allowed target is ``s_target = sum_a c[a] s[t - a]`` with c minimising
+    ||estimate - s_target||^2: the normal equations are Toeplitz (the source's autocorrelation
+    at lags 0 .. filter_len - 1 against its cross-correlation with the estimate), solved by
+    Levinson recursion. Both signals are zero-padded by filter_len - 1 samples at the end.
+    """
+    from scipy.linalg import solve_toeplitz
+    from scipy.signal import fftconvolve
+
+    s = np.asarray(reference, np.float64)
+    e = np.concatenate([np.asarray(estimate, np.float64), np.zeros(filter_len - 1)])
+    n = len(s) + filter_len - 1
+    size = 1 << (2 * n - 1).bit_length()
+    s_f = np.fft.rfft(s, size)
+    auto = np.fft.irfft(s_f * np.conj(s_f), size)[:filter_len]               # sum_t s[t] s[t + k]
+    cross = np.fft.irfft(np.fft.rfft(e, size) * np.conj(s_f), size)[:filter_len]  # sum_t e[t + a] s[t]
+    auto[0] += 1e-10 * max(auto[0], 1e-12)                                    # a silent source stays solvable
+    coeffs = solve_toeplitz(auto, cross)
+    target = fftconvolve(s, coeffs)[:n]
+    error = e - target
+    return float(10 * np.log10((target @ target + EPS) / (error @ error + EPS)))
+
+
+def sdr_improvement(estimates: Tensor, references: Tensor, mixture: Tensor, filter_len: int = 512) -> Tensor:
+    """SDRi per source [B, C] (BSS Eval SDR, see :func:`bss_sdr`) with SI-SNR's best permutation."""
+    _, perm = best_permutation(pairwise_si_snr(estimates, references))
+    ordered = reorder(estimates, perm).detach().double().cpu().numpy()
+    refs = references.detach().double().cpu().numpy()
+    mix = mixture.detach().double().cpu().numpy()
+    out = [[bss_sdr(ordered[b, c], refs[b, c], filter_len) - bss_sdr(mix[b], refs[b, c], filter_len)
+            for c in range(refs.shape[1])] for b in range(refs.shape[0])]
+    return torch.tensor(out, dtype=torch.float64)

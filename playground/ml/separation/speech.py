@@ -8,14 +8,22 @@ utterance with a random pitch, speed and word gap. Utterances are synthesised on
 two utterances of two different voices, random offsets, one scaled against the other by a
 random ratio (-5 to +5 dB), cut to a segment.
 
+Text: a share of the utterances (``BankConfig.corpus``) read real English sentences from an
+offline corpus, Debian's ``fortunes`` (:func:`corpus_sentences`), the rest sentences of the
+grammar. The corpus is split in two halves by a hash of each sentence, one to train on and
+one held out.
+
 Held out for the test figure: a few variants and one flite voice never used in training
-(:data:`HELD_OUT_VARIANTS`, :data:`HELD_OUT_FLITE`), and sentences from another seed.
+(:data:`HELD_OUT_VARIANTS`, :data:`HELD_OUT_FLITE`), the held-out half of the corpus, and
+grammar sentences from another seed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -80,6 +88,28 @@ def sentence(rng: np.random.Generator) -> str:
     if kind < 0.22:
         return f"the number is {int(rng.integers(2, 999))}, not {int(rng.integers(2, 999))}."
     return f"{rng.choice(_OPENERS)}{s} {v} {o} {p}{rng.choice(_TAILS)}."
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SPEAKABLE = re.compile(r"[A-Za-z][A-Za-z0-9 ,;'.!?-]*")
+
+
+@functools.lru_cache(maxsize=2)
+def corpus_sentences(held_out: bool = False) -> tuple[str, ...]:
+    """English sentences of 4 to 24 words from Debian's ``fortunes`` quotes (offline), plain
+    letters and punctuation only; the training half or the held-out half (by a hash of the
+    sentence, so that a sentence is in one half wherever it appears)."""
+    from ..minimind.corpora import read_quotes
+
+    chosen = set()
+    for quote in read_quotes():
+        for piece in _SENTENCE_END.split(" ".join(quote.quote.split())):
+            words = piece.split()
+            if not 4 <= len(words) <= 24 or not _SPEAKABLE.fullmatch(piece):
+                continue
+            if (hashlib.sha1(piece.lower().encode()).digest()[0] % 2 == 1) == held_out:
+                chosen.add(piece)
+    return tuple(sorted(chosen))
 
 
 @dataclass(frozen=True)
@@ -153,9 +183,13 @@ class BankConfig:
     seed: int = 0
     held_out: bool = False
     sample_rate: int = SAMPLE_RATE
+    corpus: float = 0.0     # the share of utterances reading a corpus sentence (the rest: the grammar)
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True) + "|v1"
+        fields = asdict(self)
+        if not self.corpus:
+            del fields["corpus"]      # banks made before there was a corpus keep their key
+        text = json.dumps(fields, sort_keys=True) + "|v1"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -199,10 +233,14 @@ def build_bank(config: BankConfig, cache_dir: Path | None = None) -> Iterator[Pr
     if reason:
         raise UserError(reason)
     rng = np.random.default_rng(config.seed)
+    texts = corpus_sentences(config.held_out) if config.corpus > 0 else ()
     chunks, speakers, starts = [], [], [0]
     for k in range(config.utterances):
         voice = random_voice(rng, held_out=config.held_out)
-        text = " ".join(sentence(rng) for _ in range(int(rng.integers(1, 3))))
+        if texts and rng.random() < config.corpus:
+            text = str(texts[int(rng.integers(len(texts)))])
+        else:
+            text = " ".join(sentence(rng) for _ in range(int(rng.integers(1, 3))))
         audio = synthesise(text, voice, config.sample_rate)
         if len(audio) < config.sample_rate // 2:
             continue

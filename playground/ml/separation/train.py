@@ -59,6 +59,7 @@ class TrainConfig:
     mask_act: str = "sigmoid"
     speed: float = 0.0             # speed perturbation: half the sources played 1 +- speed times as fast
     compile: bool = False          # torch.compile the model for training (about 1.5x faster on a CPU)
+    corpus: float = 0.0            # the share of the bank's utterances reading corpus sentences (fortunes)
     resume_lr: float = 0.0         # when resuming: set the learning rate to this (0: keep the saved one)
 
 
@@ -96,7 +97,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     segment = int(cfg.segment_s * speech.SAMPLE_RATE)
     bank = None
-    for item in speech.build_bank(speech.BankConfig(cfg.utterances, cfg.seed), cache_dir):
+    for item in speech.build_bank(speech.BankConfig(cfg.utterances, cfg.seed, corpus=cfg.corpus), cache_dir):
         if isinstance(item, Progress):
             yield item
         else:

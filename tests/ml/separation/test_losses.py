@@ -87,3 +87,46 @@ def test_si_snr_improvement_on_a_known_case():
     assert improvement.shape == (1, 2)
     assert torch.allclose(improvement, si_snr(est.flip(1), refs) - base)
     assert (improvement > 35).all()
+
+
+def test_bss_sdr_is_the_least_squares_projection_onto_delayed_copies():
+    import numpy as np
+
+    from playground.ml.separation.losses import bss_sdr
+
+    rng = np.random.default_rng(0)
+    t, taps = 400, 8
+    s = rng.standard_normal(t)
+    est = np.convolve(s, [0.6, -0.3, 0.1])[:t] + 0.2 * rng.standard_normal(t)
+    # The long way: every delayed copy of s as a column (zero-padded to T + taps - 1), lstsq.
+    n = t + taps - 1
+    delayed = np.stack([np.concatenate([np.zeros(a), s, np.zeros(taps - 1 - a)]) for a in range(taps)], axis=1)
+    e = np.concatenate([est, np.zeros(taps - 1)])
+    target = delayed @ np.linalg.lstsq(delayed, e, rcond=None)[0]
+    expected = 10 * np.log10(target @ target / ((e - target) @ (e - target)))
+    assert delayed.shape == (n, taps)
+    assert bss_sdr(est, s, taps) == pytest.approx(expected, abs=1e-6)
+
+
+def test_sdr_forgives_a_short_filter_that_si_snr_does_not():
+    import numpy as np
+
+    from playground.ml.separation.losses import bss_sdr
+
+    rng = np.random.default_rng(1)
+    s = rng.standard_normal(8000)
+    filtered = np.convolve(s, [1.0, 0.5, 0.25])[:8000]
+    assert bss_sdr(filtered, s) > 40                                   # a filtered copy is the source
+    assert si_snr(torch.from_numpy(filtered), torch.from_numpy(s)) < 10  # SI-SNR counts it as error
+    assert bss_sdr(rng.standard_normal(8000), s) < -10                 # independent noise (512 taps fit a little)
+
+
+def test_sdr_improvement_orders_like_si_snr_and_scores_a_perfect_estimate_high():
+    from playground.ml.separation.losses import sdr_improvement
+
+    refs = _sources(2, t=4000)
+    mix = refs.sum(dim=1)
+    swapped = refs.flip(1)                                               # estimates in the other order
+    sdri = sdr_improvement(swapped, refs, mix, filter_len=64)
+    assert sdri.shape == (refs.shape[0], 2) and (sdri > 40).all()
+    assert (sdr_improvement(mix.unsqueeze(1).expand_as(refs), refs, mix, filter_len=64).abs() < 1e-6).all()

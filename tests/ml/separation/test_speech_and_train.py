@@ -105,6 +105,39 @@ def test_the_bank_is_built_once_and_read_back_from_the_cache(tmp_path, monkeypat
     assert speech.BankConfig(utterances=8, seed=2).key() != config.key()
 
 
+def test_corpus_sentences_are_split_into_a_training_and_a_held_out_half(tmp_path, monkeypatch):
+    from playground.ml.minimind import corpora
+
+    quotes = [corpora.Quote("To teach is to learn twice. Short one. A cat sat on the warm mat today!", "", "x"),
+              corpora.Quote("Numbers like 42 are fine to say aloud. But <html> tags are not fine at all.", "", "y")]
+    quotes += [corpora.Quote(f"Sentence number {k} is read by a voice.", "", "z") for k in range(40)]
+    monkeypatch.setattr(corpora, "read_quotes", lambda: quotes)
+    speech.corpus_sentences.cache_clear()
+    try:
+        train, held = speech.corpus_sentences(False), speech.corpus_sentences(True)
+    finally:
+        speech.corpus_sentences.cache_clear()
+    assert not set(train) & set(held) and len(train) > 5 and len(held) > 5
+    every = set(train) | set(held)
+    assert "To teach is to learn twice." in every and "A cat sat on the warm mat today!" in every
+    assert "Numbers like 42 are fine to say aloud." in every
+    assert "Short one." not in every                                   # under four words
+    assert not any("<" in t for t in every)                            # not speakable as written
+    # A bank with corpus=1 reads only corpus sentences of its half.
+    spoken = []
+
+    def fake_synthesise(text, voice, sample_rate=speech.SAMPLE_RATE):
+        spoken.append(text)
+        return (0.3 * np.sin(np.arange(sample_rate) / 7.0)).astype(np.float32)
+
+    monkeypatch.setattr(speech, "synthesise", fake_synthesise)
+    monkeypatch.setattr(speech, "tts_available", lambda: None)
+    monkeypatch.setattr(speech, "corpus_sentences", lambda held_out=False: held if held_out else train)
+    list(speech.build_bank(speech.BankConfig(utterances=10, seed=3, held_out=True, corpus=1.0), tmp_path))
+    assert len(spoken) == 10 and set(spoken) <= set(held)
+    assert speech.BankConfig(10, 3, corpus=0.5).key() != speech.BankConfig(10, 3).key()
+
+
 def test_no_tts_engine_is_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(speech.shutil, "which", lambda name: None)
     with pytest.raises(Exception, match="espeak-ng"):
