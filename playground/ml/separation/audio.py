@@ -211,6 +211,76 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return resample_poly(audio, to_rate // g, from_rate // g, axis=-1).astype(np.float32, copy=False)
 
 
+def _tail_from(chunks: Sequence[np.ndarray], start: int) -> tuple[int, np.ndarray]:
+    """(offset, samples from ``offset`` on) joining only the chunks from the one holding ``start``."""
+    skipped, first = 0, 0
+    while first < len(chunks) and skipped + len(chunks[first]) <= start:
+        skipped += len(chunks[first])
+        first += 1
+    tail = np.concatenate(chunks[first:]) if first < len(chunks) else np.zeros(0, np.float32)
+    return skipped, tail
+
+
+class GrowingResampler:
+    """:func:`resample` of a recording that keeps growing, without resampling it all again.
+
+    A polyphase filter's output sample depends on the input within its half-length only, so
+    the output is *final* once the input has gone far enough past it. Each call resamples just
+    the new input, with some context before it; the result is the whole-array resample's (to
+    float rounding), and the samples before :attr:`final` never change again.
+    """
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        g = math.gcd(int(from_rate), int(to_rate))
+        self.up, self.down = int(to_rate) // g, int(from_rate) // g
+        # input samples of context: the filter's half-length (10 * max(up, down) upsampled
+        # samples in scipy's default) and a little more, rounded up to whole ``down`` steps
+        reach = 10 * max(self.up, self.down) / self.up + 2
+        self.margin = self.down * math.ceil(reach / self.down)
+        self._done_in = 0                  # input samples whose outputs are final (a multiple of down)
+        self._final: list[np.ndarray] = []
+        self.final = 0                     # output samples that are final
+        self._tail = np.zeros(0, np.float32)
+
+    @property
+    def needed_from(self) -> int:
+        """The first input sample the next :meth:`update` reads."""
+        return max(self._done_in - self.margin, 0)
+
+    def update(self, audio: np.ndarray, offset: int = 0) -> None:
+        """Take the recording so far: ``audio`` is its samples from ``offset`` (at most
+        :attr:`needed_from`) to the end; before them it is what earlier calls saw."""
+        from scipy.signal import resample_poly
+
+        n = offset + len(audio)
+        start = self.needed_from
+        if offset > start:
+            raise ValueError(f"the resampler needs the input from sample {start}, not {offset}")
+        if n <= start:
+            return
+        y = resample_poly(np.asarray(audio[start - offset:], np.float32), self.up, self.down).astype(
+            np.float32, copy=False)
+        y = y[(self._done_in - start) * self.up // self.down:]
+        settled = max((n - self.margin) // self.down * self.down, self._done_in)
+        keep = (settled - self._done_in) * self.up // self.down
+        if keep:
+            self._final.append(y[:keep].copy())
+            self.final += keep
+            self._done_in = settled
+        self._tail = y[keep:]
+
+    def output(self, start: int = 0, final_only: bool = False) -> np.ndarray:
+        """The resampled recording from output sample ``start`` on (only its final part if asked)."""
+        parts, skipped = [], 0
+        for chunk in self._final:
+            if skipped + len(chunk) > start:
+                parts.append(chunk[max(start - skipped, 0):])
+            skipped += len(chunk)
+        if not final_only:
+            parts.append(self._tail[max(start - skipped, 0):])
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
 # -- devices -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -400,11 +470,13 @@ class Recorder:
         self.channels = int(channels)
         self._factory = stream_factory
         self._lock = threading.Lock()
+        self._resample_lock = threading.Lock()
         self._stream = None
         self._chunks: list[np.ndarray] = []
         self._frames = 0
         self._max_frames = 0
         self._rate = self.sample_rate  # the rate the stream runs at
+        self._resampler: GrowingResampler | None = None  # when the device runs at another rate
         self._recording = False
         self._stop_exc: type[Exception] = CallbackStop
         self.hit_limit = False
@@ -421,6 +493,7 @@ class Recorder:
             with self._lock:
                 self._chunks, self._frames, self.hit_limit, self.overflows = [], 0, False, 0
                 self._rate = rate
+                self._resampler = GrowingResampler(rate, self.sample_rate) if rate != self.sample_rate else None
                 self._max_frames = max(1, int(round(self.max_seconds * rate)))
                 self._recording = True
 
@@ -464,25 +537,30 @@ class Recorder:
     def samples(self) -> np.ndarray:
         """A copy of everything recorded so far: float32 mono [T] at ``sample_rate``."""
         with self._lock:  # only collect references; joining them happens outside the lock
-            chunks, rate = list(self._chunks), self._rate
-        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        return resample(audio, rate, self.sample_rate) if rate != self.sample_rate else audio
+            chunks, resampler = list(self._chunks), self._resampler
+        if resampler is not None:
+            return self._resampled(resampler, chunks, 0, final_only=False)
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def samples_since(self, start: int) -> np.ndarray:
         """The recording from sample ``start`` on (float32 at ``sample_rate``), without copying
-        what came before: what the live view asks for a few times a second. (When the device
-        records at another rate, the whole recording is resampled, as :meth:`samples` does.)"""
+        what came before: what the live view asks for a few times a second. When the device
+        records at another rate, only the new input is resampled, and only samples that are
+        final (that later input cannot change) are given while recording, so that a stream
+        fed from here has no seams; after ``stop()`` the rest comes too."""
         with self._lock:
-            chunks, rate = list(self._chunks), self._rate
-        if rate != self.sample_rate:
-            return self.samples()[start:]
-        skipped, first = 0, 0
-        while first < len(chunks) and skipped + len(chunks[first]) <= start:
-            skipped += len(chunks[first])
-            first += 1
-        if first == len(chunks):
-            return np.zeros(0, np.float32)
-        return np.concatenate(chunks[first:])[start - skipped:]
+            chunks, resampler, recording = list(self._chunks), self._resampler, self._recording
+        if resampler is not None:
+            return self._resampled(resampler, chunks, start, final_only=recording)
+        skipped, tail = _tail_from(chunks, start)
+        return tail[start - skipped:]
+
+    def _resampled(self, resampler: GrowingResampler, chunks: list[np.ndarray], start: int,
+                   final_only: bool) -> np.ndarray:
+        with self._resample_lock:  # the GUI thread asks, and tests from others: one update at a time
+            offset, tail = _tail_from(chunks, resampler.needed_from)
+            resampler.update(tail, offset)
+            return resampler.output(start, final_only)
 
     def level(self, window_s: float = LEVEL_WINDOW_S) -> Level:
         """RMS and peak of the last ``window_s`` seconds recorded (zeros before anything arrived)."""

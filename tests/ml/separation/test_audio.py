@@ -484,3 +484,50 @@ def test_samples_since_gives_the_tail_of_the_recording_without_the_rest():
     whole = np.concatenate(blocks)
     for start in (0, 5, 10, 23, 49, 50, 70):
         np.testing.assert_array_equal(rec.samples_since(start), whole[start:])
+
+
+@pytest.mark.parametrize("from_rate,to_rate", [(48000, 8000), (44100, 8000), (16000, 8000), (8000, 16000)])
+def test_a_growing_recording_is_resampled_piece_by_piece_as_a_whole(from_rate, to_rate):
+    rng = np.random.default_rng(from_rate)
+    whole = (rng.standard_normal(int(1.3 * from_rate)) * 0.2).astype(np.float32)
+    rs = au.GrowingResampler(from_rate, to_rate)
+    seen_final: list[np.ndarray] = []
+    cut = 0
+    while cut < len(whole):
+        cut = min(len(whole), cut + int(rng.integers(1, from_rate // 7)))
+        offset = rs.needed_from
+        rs.update(whole[offset:cut], offset)
+        expected = au.resample(whole[:cut], from_rate, to_rate)
+        got = rs.output()
+        assert len(got) == len(expected)
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+        seen_final.append(rs.output(final_only=True))
+        assert rs.final <= len(got)
+    # what was final stays as it was
+    last = rs.output()
+    for earlier in seen_final:
+        np.testing.assert_array_equal(last[:len(earlier)], earlier)
+    assert rs.final > 0.9 * len(last)
+    np.testing.assert_array_equal(rs.output(start=100), last[100:])
+    with pytest.raises(ValueError):
+        rs.update(whole[rs.needed_from + 1:], rs.needed_from + 1)
+
+
+def test_live_reading_of_a_resampled_recording_gives_final_samples_only_until_stop(monkeypatch):
+    made = []
+    monkeypatch.setattr(au, "_device_default_rate", lambda device, direction: 48000)
+    rec = au.Recorder(8000, max_seconds=5, stream_factory=FakeInputStream.factory(made, refuse_rates=(8000,)))
+    rec.start()
+    (stream,) = made
+    x = (np.random.default_rng(3).standard_normal(48000) * 0.1).astype(np.float32)
+    sent = []
+    for k in range(0, len(x), 2400):      # 50 ms blocks, read as the live view reads them
+        stream.feed(x[k:k + 2400, None])
+        new = rec.samples_since(sum(map(len, sent)))
+        sent.append(new)
+    assert sum(map(len, sent)) < 8000     # the last few samples are not final while recording
+    rec.stop()
+    sent.append(rec.samples_since(sum(map(len, sent))))
+    whole = np.concatenate(sent)
+    np.testing.assert_allclose(whole, au.resample(x, 48000, 8000), atol=2e-6)   # no seams
+    np.testing.assert_allclose(rec.samples(), whole, atol=0)
