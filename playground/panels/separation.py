@@ -4,8 +4,10 @@ The method is :mod:`playground.ml.separation` (the model, windowed separation, l
 streaming, audio in and out); this module only holds the tracks, draws them and runs the
 ML core's functions as jobs. Nothing here runs the network on the GUI thread.
 
-* Input: a shipped demo (the first is loaded when the tab opens), an audio file, or a
-  recording (a level meter and a growing waveform while it records, a length limit).
+* Input: a shipped demo (the first is loaded and separated when the tab opens), an audio
+  file, or a recording (a level meter and a growing waveform while it records, a length
+  limit; each recording is also kept as a WAV under the app's data folder, the newest
+  :data:`~playground.ml.separation.audio.KEEP_RECORDINGS`, so that none is lost).
 * Separate: :func:`~playground.ml.separation.separate.separate` as the panel's job; with a
   demo's true sources the job also scores every voice (SI-SNRi) and looks inside the model
   (the encoder output w and each voice's mask m_c on the first seconds).
@@ -74,6 +76,7 @@ class SeparationSettings:
     max_seconds: int = 30
     live: bool = False
     window_s: float = separation.DEFAULT_WINDOW_S
+    folder: str = ""  # where the last audio file was opened or saved
 
     def validate(self) -> dict[str, str]:
         bad = {}
@@ -209,6 +212,13 @@ def live_job(model, device: str):
         inputs = yield LiveChunk(out, streamer.last_compute_s, streamer.latency_s, streamer.samples_in)
 
 
+def recordings_dir() -> Path:
+    """Where recordings are kept (the app's data folder)."""
+    from ..paths import data_dir
+
+    return data_dir() / "recordings"
+
+
 def is_causal(model) -> bool:
     cfg = getattr(model, "config", None)
     return cfg is not None and bool(cfg.causal) and cfg.norm == "cLN"
@@ -248,7 +258,11 @@ class SeparationPanel(Panel):
         self._before_recording: tuple[InputAudio | None, SeparationResult | None] = (None, None)
         self._sent = 0
         self._ticks = 0
+        self.kept_recording: Path | None = None  # the last recording's file
+        self.kept_recording_job = None
         self._started = False
+        self._auto_separate = False  # separate the first demo once it and the model are there
+        self._folder = ""
         self._record_reason: str | None = None
         self._build()
 
@@ -380,6 +394,7 @@ class SeparationPanel(Panel):
         self.refresh_devices()
         self.ensure_model()
         if self.demos:
+            self._auto_separate = True
             self.load_demo()
         if self.live.isChecked():
             self._on_live_toggled(True)
@@ -416,7 +431,7 @@ class SeparationPanel(Panel):
     def settings_state(self) -> SeparationSettings:
         return SeparationSettings(demo=self.demo.currentData() or "", device=self._wanted_device,
                                   max_seconds=self.max_seconds.value(), live=self.live.isChecked(),
-                                  window_s=self.window_s.value())
+                                  window_s=self.window_s.value(), folder=self._folder)
 
     def apply_settings(self, s: SeparationSettings) -> None:
         self._wanted_demo = s.demo
@@ -427,6 +442,7 @@ class SeparationPanel(Panel):
             self.device.setCurrentIndex(index)
         self.max_seconds.setValue(s.max_seconds)
         self.window_s.setValue(s.window_s)
+        self._folder = s.folder
         self.live.blockSignals(True)
         self.live.setChecked(s.live)
         self.live.blockSignals(False)
@@ -444,6 +460,16 @@ class SeparationPanel(Panel):
         self.update_learn({"N": cfg.N, "L": cfg.L, "stride": cfg.stride, "C": cfg.n_src})
         if self.live.isChecked():
             self._on_live_toggled(True)
+        self._maybe_auto_separate()
+
+    def _maybe_auto_separate(self) -> None:
+        """The first demo is separated as soon as it and the model are loaded (once)."""
+        if not self._auto_separate or self.model is None or self.input is None or self.input.sources is None:
+            return
+        if self.running or self.recorder is not None or self.result is not None:
+            return
+        self._auto_separate = False
+        self.start()
 
     def live_model(self):
         """The causal model live mode uses: the picked one if it is causal, else the embedded causal one."""
@@ -502,19 +528,26 @@ class SeparationPanel(Panel):
         if self.running or self.recorder is not None:
             return None
         if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Open audio", "", AUDIO_FILTER)
+            path, _ = QFileDialog.getOpenFileName(self, "Open audio", self._folder, AUDIO_FILTER)
         if not path:
             return None
+        self._remember_folder(path)
         return self._load(read_file_job, path, what=Path(path).name)
+
+    def _remember_folder(self, path: str) -> None:
+        self._folder = str(Path(path).resolve().parent)
+        self.save_settings()
 
     def open_true_voices(self, paths: list[str] | None = None):
         """Give the true voices of the current mixture (one file each), for SI-SNRi."""
         if self.running or self.recorder is not None or self.input is None:
             return None
         if paths is None:
-            paths, _ = QFileDialog.getOpenFileNames(self, "The true voices (one file each)", "", AUDIO_FILTER)
+            paths, _ = QFileDialog.getOpenFileNames(self, "The true voices (one file each)", self._folder,
+                                                    AUDIO_FILTER)
         if not paths:
             return None
+        self._remember_folder(paths[0])
         n_src = getattr(self.model, "n_src", None)
         if n_src is not None and len(paths) != n_src:
             self.controls.set_status(f"This model separates {n_src} voices: choose {n_src} files, not {len(paths)}.",
@@ -524,6 +557,8 @@ class SeparationPanel(Panel):
         return self._load(lambda ps: true_voices_job(current, ps), list(paths), what=f"{len(paths)} true voices")
 
     def _load(self, fn, arg, what: str):
+        if fn is not load_demo_job:
+            self._auto_separate = False
         if self._load_job is not None and not self._load_job.is_done:
             self._load_job.cancel()
         try:
@@ -538,6 +573,7 @@ class SeparationPanel(Panel):
                 self.set_input(value)
                 self.controls.set_status(f"Opened {value.name}: {len(value.mixture) / value.rate:.1f} s at "
                                          f"{value.rate} Hz. Separate splits it into voices.")
+                self._maybe_auto_separate()
 
         job.finished.connect(done)
         job.failed.connect(lambda message: job is self._load_job and self.controls.set_status(
@@ -638,6 +674,9 @@ class SeparationPanel(Panel):
         if self.input is None:
             self.controls.form_error.setText("Choose a demo, open an audio file or record first.")
             return
+        if self._load_job is not None and not self._load_job.is_done:
+            self.controls.form_error.setText("Wait for the audio to open.")
+            return
         self.controls.form_error.setText("")
         self.save_settings()
         self.refresh_learn_sheet()
@@ -712,6 +751,7 @@ class SeparationPanel(Panel):
             rate = live_model.sample_rate
         else:
             rate = self.model.sample_rate if self.model is not None else 16000
+        self._auto_separate = False
         self._stop_player()
         device = self.device.currentData() or None
         recorder = audio.Recorder(rate, device, max_seconds=self.max_seconds.value(),
@@ -793,8 +833,27 @@ class SeparationPanel(Panel):
             return
         self.set_input(InputAudio("Recording", samples, r.sample_rate))
         limit = f" (stopped at the {self.max_seconds.value()} s limit)" if hit_limit else ""
-        self.controls.set_status(f"Recorded {samples.size / r.sample_rate:.1f} s{limit}. "
-                                 "Separate splits it into voices.")
+        status = f"Recorded {samples.size / r.sample_rate:.1f} s{limit}. Separate splits it into voices."
+        self.controls.set_status(status)
+        self._keep_recording(samples, r.sample_rate, status)
+
+    def _keep_recording(self, samples: np.ndarray, rate: int, status: str) -> None:
+        """Write the recording to the app's recordings folder in a job (says where, or why not)."""
+        try:
+            job = self.ctx.pool.submit(audio.keep_recording, samples, rate, recordings_dir(),
+                                       name="Keep the recording", interactive=True)
+        except RuntimeError:  # the window is closing: the job pool takes nothing more
+            return
+        self.kept_recording_job = job
+
+        def done(path) -> None:
+            self.kept_recording = path
+            if self.controls.status.text() == status:
+                self.controls.set_status(f"{status} (Kept as {path}.)")
+
+        job.finished.connect(done)
+        job.failed.connect(lambda message: self.controls.set_status(
+            f"{status} It could not be kept on disk: {message}", error=True))
 
     def _on_live_results(self, items: list) -> None:
         chunks = [i for i in items if isinstance(i, LiveChunk)]
@@ -832,7 +891,9 @@ class SeparationPanel(Panel):
             self.runner.set_progress(1.0)
             rtf = result.elapsed_s / max(result.seconds, 1e-9)
             self.update_learn(self._learn_values(result, rtf))
-            self.controls.set_status(f"Live separation done: {result.seconds:.1f} s, {result.sources.shape[0]} voices.")
+            status = f"Live separation done: {result.seconds:.1f} s, {result.sources.shape[0]} voices."
+            self.controls.set_status(status)
+            self._keep_recording(result.mixture, rate, status)
             return
         if state == JobState.FINISHED:
             self._restore_before_recording()
@@ -848,6 +909,7 @@ class SeparationPanel(Panel):
         voices = np.pad(voices, ((0, 0), (0, max(0, mixture.size - voices.shape[1]))))[:, :mixture.size]
         self.set_input(InputAudio("Live recording (stopped)", mixture, rate),
                        SeparationResult(voices, rate) if n_src else None)
+        self._keep_recording(mixture, rate, self.controls.status.text())
 
     # -- playing -----------------------------------------------------------------------------------
     def gains(self) -> list[float]:
@@ -943,8 +1005,8 @@ class SeparationPanel(Panel):
             return None
         name = "mixture" if k == 0 else f"voice{k}"
         if path is None:
-            path, chosen = QFileDialog.getSaveFileName(self, f"Save the {name}", f"{name}.wav",
-                                                       ";;".join(SAVE_FILTERS))
+            suggested = str(Path(self._folder) / f"{name}.wav") if self._folder else f"{name}.wav"
+            path, chosen = QFileDialog.getSaveFileName(self, f"Save the {name}", suggested, ";;".join(SAVE_FILTERS))
             if path and not Path(path).suffix and chosen in SAVE_FILTERS:
                 path += SAVE_FILTERS[chosen]
         if not path:
@@ -954,6 +1016,7 @@ class SeparationPanel(Panel):
         except Exception as exc:  # noqa: BLE001 - a bad name, a full disk: one line
             self.controls.set_status(friendly_message(exc), error=True)
             return None
+        self._remember_folder(path)
         quieter = "" if gain == 1.0 else f" (scaled by {gain:.2f} so that it does not clip)"
         self.controls.set_status(f"Saved {Path(path).name}{quieter}.")
         self.ctx.show_message(f"Saved {path}")

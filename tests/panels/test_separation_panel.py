@@ -105,7 +105,9 @@ def make_window(qtbot, tmp_path, monkeypatch):
         win.show()
         p = win.panel(SeparationPanel)
         win.tabs.setCurrentWidget(p)
-        qtbot.waitUntil(lambda: p.model is not None and p.input is not None, timeout=20000)
+        # the first demo is loaded and separated by itself
+        qtbot.waitUntil(lambda: p.model is not None and p.input is not None and p.result is not None
+                        and not p.running, timeout=20000)
         windows.append(win)
         return win, p
 
@@ -126,10 +128,12 @@ def separate(qtbot, p):
     assert p.job.state == JobState.FINISHED, p.controls.status.text()
 
 
-def test_the_tab_opens_with_a_demo_and_separate_scores_each_voice(qtbot, panel):
+def test_the_tab_opens_with_a_demo_separated_and_separate_scores_each_voice(qtbot, panel):
     p = panel
     first = demos.list_demos()[0]
-    assert p.input.name == first.title and p.input.sources is not None and len(p.rows.rows) == 1
+    assert p.input.name == first.title and p.input.sources is not None
+    assert len(p.rows.rows) == 3 and p.job.state == JobState.FINISHED  # separated by itself on opening
+    assert p.result.si_snri is not None and "SI-SNRi" in p.controls.status.text()
     separate(qtbot, p)
     assert [r.name_label.text() for r in p.rows.rows] == ["<b>Mixture</b>", "<b>Voice 1</b>", "<b>Voice 2</b>"]
     for row in p.rows.rows[1:]:
@@ -347,6 +351,14 @@ def test_the_meter_scale():
     assert level_percent(0.5) == 90
 
 
+def focus_on(qtbot, win, widget) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    win.activateWindow()
+    widget.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is widget, timeout=5000)
+
+
 def test_keyboard_shortcuts_in_the_visible_tab(qtbot, make_window, fakes):
     from PySide6.QtCore import Qt
 
@@ -360,8 +372,10 @@ def test_keyboard_shortcuts_in_the_visible_tab(qtbot, make_window, fakes):
     qtbot.keyClick(p.play_button, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)  # Ctrl+R: record
     assert p.recorder is not None
     qtbot.waitUntil(lambda: p.recorder.duration_s > 0.2, timeout=5000)
+    focus_on(qtbot, win, p.play_button)  # the offscreen platform may drop the window's activation meanwhile
     qtbot.keyClick(p.play_button, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
     assert p.recorder is None
+    focus_on(qtbot, win, p.play_button)
     qtbot.keyClick(p.play_button, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)  # Ctrl+Return: separate
     assert p.running
     qtbot.waitUntil(lambda: not p.running, timeout=30000)
@@ -412,3 +426,56 @@ def test_true_voices_from_files_give_a_file_its_scores(qtbot, panel, tmp_path):
     separate(qtbot, p)
     assert all(math.isfinite(v) for v in p.result.si_snri)
     assert all(re.fullmatch(r"SI-SNRi [+-]\d+\.\d dB", r.score_label.text()) for r in p.rows.rows[1:])
+
+
+def test_every_recording_is_kept_on_disk(qtbot, make_window, fakes):
+    _, p = make_window()
+    assert p.start_recording()
+    qtbot.waitUntil(lambda: p.recorder is not None and p.recorder.duration_s > 0.3, timeout=10000)
+    p.stop_recording()
+    qtbot.waitUntil(lambda: p.kept_recording is not None, timeout=10000)
+    data, rate = sf.read(p.kept_recording, dtype="float32")
+    assert rate == 8000 and np.array_equal(data, p.input.mixture)
+    assert p.kept_recording.parent == panel_module.recordings_dir()
+    assert str(p.kept_recording) in p.controls.status.text()
+
+
+def test_the_last_folder_is_remembered_for_opening_and_saving(qtbot, make_window, tmp_path, monkeypatch):
+    win, p = make_window()
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    x = (0.3 * np.sin(np.arange(8000) / 5.0)).astype(np.float32)
+    sf.write(folder / "talk.wav", x, 8000)
+    asked = []
+
+    def fake_open(parent, caption, directory, filters):
+        asked.append(directory)
+        return str(folder / "talk.wav"), filters
+
+    monkeypatch.setattr(panel_module.QFileDialog, "getOpenFileName", fake_open)
+    job = p.open_audio()
+    qtbot.waitUntil(lambda: job.is_done and p.input.name == "talk.wav", timeout=10000)
+    assert asked == [""] and p.settings_state().folder == str(folder.resolve())
+    p.open_audio()
+    assert asked[-1] == str(folder.resolve())
+    suggested = []
+    monkeypatch.setattr(panel_module.QFileDialog, "getSaveFileName",
+                        lambda parent, caption, path, filters: (suggested.append(path), ("", ""))[1])
+    p.save_row(0)
+    assert suggested == [str(folder.resolve() / "mixture.wav")]
+    win.close()
+    _, again = make_window()
+    assert again.settings_state().folder == str(folder.resolve())
+
+
+def test_separate_waits_for_audio_that_is_still_opening(qtbot, panel, tmp_path):
+    p = panel
+    path = tmp_path / "later.wav"
+    sf.write(path, (0.2 * np.sin(np.arange(16000) / 3.0)).astype(np.float32), 8000)
+    job = p.open_audio(str(path))
+    p.start()
+    if not job.is_done:  # (a fast machine may have opened it already)
+        assert not p.running and "Wait for the audio" in p.controls.form_error.text()
+    qtbot.waitUntil(lambda: job.is_done and p.input.name == "later.wav", timeout=10000)
+    separate(qtbot, p)
+    assert p.result.sources.shape[1] == 16000 and p.result.si_snri is None

@@ -195,6 +195,31 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, su
     return gain
 
 
+KEEP_RECORDINGS = 20
+
+
+def keep_recording(audio: np.ndarray, sample_rate: int, folder: str | os.PathLike,
+                   keep: int = KEEP_RECORDINGS, now: float | None = None) -> Path:
+    """Keep a recording safe as ``folder/recording-YYYYmmdd-HHMMSS.wav`` (float WAV, exactly the
+    samples), so that nothing recorded is lost when the tab's input changes or the app closes;
+    only the newest ``keep`` recordings stay (older ones are removed). Returns the file."""
+    import time as _time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = _time.strftime("%Y%m%d-%H%M%S", _time.localtime(_time.time() if now is None else now))
+    path, k = folder / f"recording-{stamp}.wav", 1
+    while path.exists():
+        k += 1
+        path = folder / f"recording-{stamp}-{k}.wav"
+    write_audio(path, audio, sample_rate, subtype="FLOAT")
+    old = sorted(folder.glob("recording-*.wav"), key=lambda f: (f.stat().st_mtime, f.name))
+    for stale in old[:max(0, len(old) - keep)]:
+        if stale != path:
+            stale.unlink(missing_ok=True)
+    return path
+
+
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """``audio`` ([T] or [..., T]) at ``to_rate``, as float32: a polyphase filter with the
     reduced fraction to_rate/from_rate (16 kHz -> 8 kHz is up 1, down 2). Equal rates give

@@ -531,3 +531,16 @@ def test_live_reading_of_a_resampled_recording_gives_final_samples_only_until_st
     whole = np.concatenate(sent)
     np.testing.assert_allclose(whole, au.resample(x, 48000, 8000), atol=2e-6)   # no seams
     np.testing.assert_allclose(rec.samples(), whole, atol=0)
+
+
+def test_recordings_are_kept_exactly_and_only_the_newest_stay(tmp_path):
+    x = np.clip(np.random.default_rng(0).standard_normal(1234) * 0.3, -1, 1).astype(np.float32)  # as a microphone gives
+    first = au.keep_recording(x, 8000, tmp_path / "rec", keep=3, now=1_700_000_000)
+    data, rate = sf.read(first, dtype="float32")
+    assert rate == 8000 and np.array_equal(data, x) and first.name.startswith("recording-")
+    again = au.keep_recording(x, 8000, tmp_path / "rec", keep=3, now=1_700_000_000)   # the same second
+    assert again != first and again.exists() and first.exists()
+    for k in range(4):
+        au.keep_recording(x[:100], 8000, tmp_path / "rec", keep=3, now=1_700_000_100 + k)
+    kept = sorted((tmp_path / "rec").glob("recording-*.wav"))
+    assert len(kept) == 3 and first not in kept
