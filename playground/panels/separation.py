@@ -50,6 +50,7 @@ from ..progress import Progress
 from ..widgets.audio_rows import AudioRows, ModelStrip, spectrogram
 from ..widgets.forms import ERROR_COLOR, JobControls, button, compact_form
 from ..widgets.model_picker import ModelPicker
+from ..widgets.separation_diagram import DiagramState, SeparationDiagram
 from .base import JobRunner, Panel
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,17 @@ class SeparationResult:
     seconds: float = 0.0
     elapsed_s: float = 0.0
     mixture: np.ndarray | None = None  # live mode: what was pushed
+
+
+@dataclass(frozen=True)
+class LiveInside:
+    """Live mode's look inside the model, on the last seconds pushed (the mixture stretch with it)."""
+
+    inside: Inside
+    mixture: np.ndarray
+
+
+LIVE_INSIDE_EVERY_S = 1.0  # live mode looks inside the model once a second of audio
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,7 @@ def live_job(model, device: str):
     queue: collections.deque = collections.deque()
     idle = Progress(None, f"Live: separating as you speak (latency {streamer.latency_s * 1000:.1f} ms + compute)")
     compute = 0.0
+    looked_at = 0  # samples pushed when live mode last looked inside the model
     inputs = yield idle
     while True:
         queue.extend(inputs or ())
@@ -209,7 +222,25 @@ def live_job(model, device: str):
         out = streamer.push(block)
         compute += streamer.last_compute_s
         parts.append(out)
-        inputs = yield LiveChunk(out, streamer.last_compute_s, streamer.latency_s, streamer.samples_in)
+        chunk = LiveChunk(out, streamer.last_compute_s, streamer.latency_s, streamer.samples_in)
+        if streamer.samples_in - looked_at >= LIVE_INSIDE_EVERY_S * rate and not queue:
+            looked_at = streamer.samples_in
+            recent = _last_samples(pushed, int(INSIDE_SECONDS * rate))
+            queue.extend((yield chunk) or ())
+            inputs = yield LiveInside(inside_view(model, recent, rate), recent)
+            continue
+        inputs = yield chunk
+
+
+def _last_samples(blocks: list[np.ndarray], n: int) -> np.ndarray:
+    """The last ``n`` samples of the blocks (joining only the blocks needed)."""
+    tail, have = [], 0
+    for block in reversed(blocks):
+        tail.append(block)
+        have += block.size
+        if have >= n:
+            break
+    return np.concatenate(tail[::-1])[-n:] if tail else np.zeros(0, np.float32)
 
 
 def recordings_dir() -> Path:
@@ -269,6 +300,9 @@ class SeparationPanel(Panel):
     # -- layout ------------------------------------------------------------------------------------
     def _build(self) -> None:
         self.lay_out(self._build_form(), self._build_view())
+        self.diagram = SeparationDiagram()
+        if self.learn is not None:
+            self.learn.set_figure(self.diagram)
         self.runner.disable_while_running(self.picker, self.window_s)
         self.runner.stateChanged.connect(lambda _s: self._update_record_controls())
         self.picker.modelChanged.connect(self._on_model)
@@ -656,10 +690,29 @@ class SeparationPanel(Panel):
 
         job.finished.connect(done)
 
-    def _show_inside(self, inside: Inside) -> None:
+    def _show_inside(self, inside: Inside, mixture: np.ndarray | None = None, voices: tuple = (),
+                     live: bool = False) -> None:
+        """The strip under the rows and the Learn panel's diagram: w and each mask on a stretch of
+        audio (the first seconds of the input, or live mode's last seconds)."""
         pictures = [("encoder output w", inside.w)]
         pictures += [(f"mask m{c + 1}", m) for c, m in enumerate(inside.masks)]
         self.strip.set_pictures(pictures)
+        model = self.live_model() if live else self.model
+        if model is None:
+            return
+        if mixture is None and self.input is not None:
+            n = int(INSIDE_SECONDS * self.input.rate)
+            mixture = self.input.mixture[:n]
+            if self.result is not None:
+                voices = tuple(v[:n] for v in self.result.sources)
+        if mixture is None:
+            return
+        cfg = model.config
+        rate = self.input.rate if self.input is not None and not live else model.sample_rate
+        frames = inside.frames if not live else max(1, (int(mixture.size * model.sample_rate / rate) - cfg.L)
+                                                    // cfg.stride + 1)
+        self.diagram.set_state(DiagramState(cfg.N, cfg.L, frames, mixture.size / rate, mixture, inside.w,
+                                            inside.masks, inside.mask_means, voices, live))
 
     # -- separating --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -856,6 +909,11 @@ class SeparationPanel(Panel):
             f"{status} It could not be kept on disk: {message}", error=True))
 
     def _on_live_results(self, items: list) -> None:
+        looks = [i for i in items if isinstance(i, LiveInside)]
+        if looks:
+            look = looks[-1]
+            voices = np.concatenate(self._live_parts, axis=1)[:, -look.mixture.size:] if self._live_parts else ()
+            self._show_inside(look.inside, look.mixture, tuple(voices), live=True)
         chunks = [i for i in items if isinstance(i, LiveChunk)]
         if not chunks:
             return

@@ -104,6 +104,7 @@ class LearnPanel(QWidget):
         self._collapsed = False
         self._rebuilding = False
         self._built_dpr = 0.0  # the device pixel ratio the pictures were drawn for
+        self._figure: QWidget | None = None  # a panel's live picture, above the formulas
 
         self.toggle = QToolButton()
         self.toggle.setAutoRaise(True)
@@ -174,6 +175,17 @@ class LearnPanel(QWidget):
         self._sheet = sheet
         self._rebuild()
 
+    @property
+    def figure(self) -> QWidget | None:
+        return self._figure
+
+    def set_figure(self, widget: QWidget | None) -> None:
+        """Show ``widget`` (a tab's live diagram) above the formulas; it stays across sheet changes."""
+        if self._figure is not None and self._figure is not widget:
+            self._figure.setParent(None)
+        self._figure = widget
+        self._rebuild()
+
     def update_values(self, values: Mapping[str, object]) -> None:
         """Take new live values (any keys; those no symbol uses are ignored) and show them.
 
@@ -215,14 +227,23 @@ class LearnPanel(QWidget):
         self._rebuilding = True
         try:
             self._value_labels = []
+            if self._figure is not None:
+                self._figure.setParent(None)  # out of the old content, which the scroll area deletes
             sheet = self._sheet
             self.title.setText(f"Learn: {sheet.title}" if sheet else "Learn")
             if sheet is None:
-                self.scroll.setWidget(self._empty_content())  # the old content is deleted by the scroll area
+                empty = self._empty_content()
+                if self._figure is not None:
+                    empty.layout().insertWidget(0, self._figure)
+                    self._figure.show()
+                self.scroll.setWidget(empty)  # the old content is deleted by the scroll area
                 return
             content = QWidget()
             layout = QVBoxLayout(content)
             layout.setContentsMargins(4, 4, 4, 4)
+            if self._figure is not None:
+                layout.addWidget(self._figure)
+                self._figure.show()
             for formula in sheet.formulas:
                 layout.addWidget(self._formula_title(formula.title))
                 layout.addWidget(self._picture(formula.tex, self._formula_size()))

@@ -144,6 +144,14 @@ def test_the_tab_opens_with_a_demo_separated_and_separate_scores_each_voice(qtbo
     assert p.learn.value_labels("si_snri1")[0].text() not in ("", "–")
     assert p.strip.captions == ["encoder output w", "mask m1", "mask m2"] and p.strip.isVisibleTo(p)
     assert "w ⊙ m_c" in p.strip.title.text()
+    # the Learn panel's diagram: encoder -> w -> masks -> decoder, over this model's insides
+    assert p.learn.figure is p.diagram and p.learn.isAncestorOf(p.diagram)
+    captions = p.diagram.captions()
+    assert captions[1] == "Encoder U: 16 filters × 8 samples, stride 4" and captions[2].startswith("w: 16 basis")
+    assert captions[4].startswith("m1: mean ") and len(p.diagram.state.voices) == 2
+    assert p.diagram.state.w is p.result.inside.w
+    p.diagram.resize(300, 430)
+    assert not p.diagram.grab().toImage().isNull()
     assert p.result.inside.w.shape[0] == 16 and p.result.inside.masks.shape[:2] == (2, 16)
     qtbot.waitUntil(lambda: p.rows.rows[0].image.image is not None, timeout=5000)  # spectrograms drawn
     assert p.rows.rows[2].image.image is not None
@@ -284,6 +292,10 @@ def test_live_mode_separates_while_recording(qtbot, make_window, fakes):
     qtbot.waitUntil(lambda: p.live_samples() > first + 2000, timeout=10000)  # the voices grow as it records
     qtbot.waitUntil(lambda: "compute" in p.live_info.text(), timeout=5000)
     assert re.search(r"= \d+\.\d ms", p.live_info.text())
+    # the Learn panel's diagram follows the last seconds while recording
+    qtbot.waitUntil(lambda: p.diagram.state is not None and p.diagram.state.live, timeout=10000)
+    look = p.diagram.state
+    assert look.masks.shape[0] == 2 and look.mixture.size > 0 and "last" in p.diagram.captions()[0]
     p.stop_recording()
     qtbot.waitUntil(lambda: not p.running, timeout=10000)
     assert p.job.state == JobState.FINISHED, p.controls.status.text()

@@ -128,3 +128,36 @@ def test_no_sheet_shows_a_hint(panel):
     texts = [label.text() for label in panel.scroll.widget().findChildren(QLabel)]
     assert any("No formulas" in t for t in texts)
     panel.update_values({"lr": 1.0})  # harmless without a sheet
+
+
+def test_a_figure_stays_above_the_formulas_across_sheets(panel, qtbot):
+    figure = QLabel("live diagram")
+    panel.set_figure(figure)
+    assert panel.figure is figure and panel.isAncestorOf(figure)
+    panel.set_sheet(som_sheet("gaussian", "online"))
+    panel.set_sheet(training_sheet("adam", "cosine"))  # the old contents are deleted: the figure lives on
+    assert panel.isAncestorOf(figure) and figure.text() == "live diagram"
+    layout = panel.scroll.widget().layout()
+    assert layout.itemAt(0).widget() is figure
+    panel.set_figure(None)
+    assert panel.figure is None and not panel.isAncestorOf(figure)
+
+
+def test_the_separation_diagram_paints_the_models_insides(qtbot):
+    import numpy as np
+
+    from playground.widgets.separation_diagram import DiagramState, SeparationDiagram
+
+    d = SeparationDiagram()
+    qtbot.addWidget(d)
+    d.resize(280, 430)
+    empty = d.grab().toImage()
+    assert d.captions()[1] == "Encoder"
+    rng = np.random.default_rng(0)
+    d.set_state(DiagramState(64, 16, 999, 4.0, rng.standard_normal(32000).astype(np.float32),
+                             rng.random((64, 300)), rng.random((3, 64, 300)), (0.2, 0.3, 0.5),
+                             tuple(rng.standard_normal((3, 32000)).astype(np.float32))))
+    assert d.captions()[1] == "Encoder U: 64 filters × 16 samples, stride 8"
+    assert d.captions()[3] == "Separator (TCN) → 3 masks" and "m3: mean 0.50" in d.captions()[4]
+    image = d.grab().toImage()
+    assert image != empty   # the pictures are drawn
