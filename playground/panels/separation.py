@@ -63,6 +63,7 @@ FILE_FILTER = "Conv-TasNet (*.safetensors *.json *.pth *.pt *.bin);;All files (*
 AUDIO_FILTER = "Audio (*.wav *.flac *.ogg *.aiff *.aif *.mp3);;All files (*)"
 SAVE_FILTERS = {"WAV (*.wav)": ".wav", "FLAC (*.flac)": ".flac", "OGG Vorbis (*.ogg)": ".ogg"}
 PLAYHEAD_MS = 40
+RECORD_MIN_RATE = 16000  # recordings (not live mode's, which go at the causal model's rate)
 RECORD_TICK_MS = 50
 DRAW_EVERY_TICKS = 4  # the growing waveforms are redrawn every 4 ticks (0.2 s)
 ARROW = "x → encoder → w ⊙ m_c → decoder → ŝ_c"
@@ -73,7 +74,7 @@ class SeparationSettings:
     """What the Separation tab remembers (the kit saves it as JSON)."""
 
     demo: str = ""  # the demo's name ("" = the first)
-    device: str = ""  # the input device's name ("" = the system's default)
+    device: str = ""  # the input device's name, as audio.device_keys gives it ("" = the system's default)
     max_seconds: int = 30
     live: bool = False
     window_s: float = separation.DEFAULT_WINDOW_S
@@ -278,6 +279,7 @@ class SeparationPanel(Panel):
         self.demos = demos.list_demos()
         self._wanted_demo = ""
         self._wanted_device = ""
+        self._device_index: dict[str, int] = {}  # the device picker's names -> PortAudio's indices
         self._load_job = None
         self._causal_job = None
         self._views_job = None
@@ -345,6 +347,12 @@ class SeparationPanel(Panel):
         self.device.setToolTip("The microphone to record from")
         self.device.activated.connect(lambda _i: setattr(self, "_wanted_device", self.device.currentData() or ""))
         self.device.addItem("Default microphone", "")
+        self.refresh_button = button("↻", lambda: self.refresh_devices(rescan=True), "Look for microphones again "
+                                     "(one plugged in since)")
+        self.refresh_button.setMaximumWidth(36)
+        device_row = QHBoxLayout()
+        device_row.addWidget(self.device, 1)
+        device_row.addWidget(self.refresh_button)
         self.max_seconds = QSpinBox(minimum=1, maximum=600, value=d.max_seconds, suffix=" s")
         self.max_seconds.setToolTip("Recording stops by itself after this long")
         self.record_button = button("Record", lambda: self.toggle_record(), "Record from the microphone (Ctrl+R)")
@@ -358,7 +366,7 @@ class SeparationPanel(Panel):
         self.record_reason.setWordWrap(True)
         self.record_reason.setStyleSheet(f"color: {ERROR_COLOR}")
         self.record_reason.setVisible(False)
-        sf.addRow("Microphone", self.device)
+        sf.addRow("Microphone", device_row)
         sf.addRow("Length limit", self.max_seconds)
         sf.addRow(self.record_button)
         sf.addRow("Level", self.level)
@@ -433,15 +441,24 @@ class SeparationPanel(Panel):
         if self.live.isChecked():
             self._on_live_toggled(True)
 
-    def refresh_devices(self) -> None:
-        """List the microphones; disable recording, with the reason, when there are none."""
+    def refresh_devices(self, rescan: bool = False) -> None:
+        """List the microphones (``rescan``: ask PortAudio to look again); disable recording, with
+        the reason, when there are none."""
+        if rescan:
+            if self.recorder is not None or self.running:
+                return
+            self._stop_player()
+            audio.rescan_devices()
         self._record_reason = audio.audio_unavailable_reason("input")
         self.device.blockSignals(True)
         self.device.clear()
         self.device.addItem("Default microphone", "")
+        self._device_index = {}
         if self._record_reason is None:
-            for info in audio.input_devices():
-                self.device.addItem(info.name + (" (default)" if info.is_default else ""), info.name)
+            infos = audio.input_devices()
+            for info, key in zip(infos, audio.device_keys(infos)):
+                self.device.addItem(key + (" (default)" if info.is_default else ""), key)
+                self._device_index[key] = info.index
         self.device.setCurrentIndex(max(0, self.device.findData(self._wanted_device)))
         self.device.blockSignals(False)
         self.record_reason.setText(self._record_reason or "")
@@ -456,6 +473,7 @@ class SeparationPanel(Panel):
         self.record_button.setEnabled(available and (recording or not self.running))
         self.record_button.setText("Stop recording" if recording else "Record")
         self.device.setEnabled(available and idle)
+        self.refresh_button.setEnabled(idle)
         self.max_seconds.setEnabled(not recording)
         self.demo.setEnabled(bool(self.demos) and idle)
         self.open_button.setEnabled(idle)
@@ -803,10 +821,13 @@ class SeparationPanel(Panel):
         if live_model is not None:
             rate = live_model.sample_rate
         else:
-            rate = self.model.sample_rate if self.model is not None else 16000
+            # at least 16 kHz, whatever the model's rate: the recording is kept, and a model of
+            # another rate may be picked later (Separate resamples to the model's rate and back)
+            rate = max(RECORD_MIN_RATE, self.model.sample_rate if self.model is not None else RECORD_MIN_RATE)
         self._auto_separate = False
         self._stop_player()
-        device = self.device.currentData() or None
+        key = self.device.currentData() or ""
+        device = self._device_index.get(key) if key else None
         recorder = audio.Recorder(rate, device, max_seconds=self.max_seconds.value(),
                                   stream_factory=INPUT_STREAM_FACTORY)
         try:

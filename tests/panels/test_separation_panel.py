@@ -30,7 +30,7 @@ class FakeStream:
     """A PortAudio stream stand-in: a thread calls the callback with blocks, faster than real time."""
 
     def __init__(self, *, samplerate, channels, dtype, device, callback, source=None, block=160, pause_s=0.004):
-        self.samplerate, self.channels, self.callback = samplerate, channels, callback
+        self.samplerate, self.channels, self.callback, self.device = samplerate, channels, callback, device
         self.source, self.block, self.pause_s = source, block, pause_s
         self.played: list[np.ndarray] = []
         self._halt = threading.Event()
@@ -73,9 +73,12 @@ KNOWN = (0.5 * np.sin(2 * np.pi * 440 * np.arange(8000 * 20) / 8000)).astype(np.
 class Factories:
     def __init__(self):
         self.outputs: list[FakeStream] = []
+        self.inputs: list[FakeStream] = []
 
     def input(self, **kwargs):
-        return FakeStream(source=KNOWN, **kwargs)
+        stream = FakeStream(source=KNOWN, **kwargs)
+        self.inputs.append(stream)
+        return stream
 
     def output(self, **kwargs):
         stream = FakeStream(block=400, **kwargs)
@@ -252,7 +255,7 @@ def test_recording_stops_at_the_length_limit(qtbot, make_window, fakes):
     p.max_seconds.setValue(1)
     assert p.start_recording()
     qtbot.waitUntil(lambda: p.recorder is None, timeout=10000)
-    assert p.input.mixture.size == 8000 and "limit" in p.controls.status.text()
+    assert p.input.mixture.size == 16000 and p.input.rate == 16000 and "limit" in p.controls.status.text()
 
 
 def test_a_recording_of_nothing_gives_the_previous_input_back(qtbot, make_window, fakes, monkeypatch):
@@ -447,7 +450,7 @@ def test_every_recording_is_kept_on_disk(qtbot, make_window, fakes):
     p.stop_recording()
     qtbot.waitUntil(lambda: p.kept_recording is not None, timeout=10000)
     data, rate = sf.read(p.kept_recording, dtype="float32")
-    assert rate == 8000 and np.array_equal(data, p.input.mixture)
+    assert rate == p.input.rate == 16000 and np.array_equal(data, p.input.mixture)  # recorded at 16 kHz
     assert p.kept_recording.parent == panel_module.recordings_dir()
     assert str(p.kept_recording) in p.controls.status.text()
 
@@ -491,3 +494,23 @@ def test_separate_waits_for_audio_that_is_still_opening(qtbot, panel, tmp_path):
     qtbot.waitUntil(lambda: job.is_done and p.input.name == "later.wav", timeout=10000)
     separate(qtbot, p)
     assert p.result.sources.shape[1] == 16000 and p.result.si_snri is None
+
+
+def test_microphones_of_the_same_name_are_told_apart_and_looked_for_again(qtbot, make_window, fakes, monkeypatch):
+    mics = [audio.DeviceInfo(0, "Mic", 1, 48000.0, True, "MME"),
+            audio.DeviceInfo(5, "Mic", 1, 48000.0, False, "WASAPI")]
+    monkeypatch.setattr(audio, "input_devices", lambda: list(mics))
+    rescans = []
+    monkeypatch.setattr(audio, "rescan_devices", lambda: rescans.append(1))
+    _, p = make_window()
+    labels = [p.device.itemText(i) for i in range(p.device.count())]
+    assert labels == ["Default microphone", "Mic (MME) (default)", "Mic (WASAPI)"]
+    p.device.setCurrentIndex(p.device.findData("Mic (WASAPI)"))
+    p.device.activated.emit(p.device.currentIndex())   # as a user's choice
+    assert p.start_recording()
+    assert fakes.inputs[-1].device == 5            # PortAudio's index, not the ambiguous name
+    p.stop_recording()
+    mics.append(audio.DeviceInfo(9, "USB headset", 1, 16000.0))
+    p.refresh_button.click()
+    assert rescans == [1] and p.device.findData("USB headset") > 0
+    assert p.device.currentData() == "Mic (WASAPI)"   # the choice stays

@@ -316,6 +316,17 @@ class DeviceInfo:
     channels: int  # input channels for an input device, output channels for an output device
     default_rate: float
     is_default: bool = False
+    hostapi: str = ""  # PortAudio's host API ("ALSA", "Windows WASAPI", ...), when it says
+
+
+def device_keys(devices: Sequence[DeviceInfo]) -> list[str]:
+    """A name per device that tells them apart: the device's name, with its host API when
+    another device has the same name (Windows lists one microphone under several), and its
+    index when even that repeats. What a device picker shows and remembers."""
+    names = [d.name for d in devices]
+    keys = [d.name if names.count(d.name) == 1 else f"{d.name} ({d.hostapi or 'device ' + str(d.index)})"
+            for d in devices]
+    return [k if keys.count(k) == 1 else f"{k} #{d.index}" for k, d in zip(keys, devices)]
 
 
 class CallbackStop(Exception):
@@ -375,9 +386,29 @@ def _devices(direction: str) -> list[DeviceInfo]:
         default_index = int(default[0] if direction == "input" else default[1])
     except Exception:  # PortAudio could not be initialised: no devices to offer
         return []
+    def hostapi(d) -> str:
+        try:
+            return str(sd.query_hostapis(int(d["hostapi"]))["name"])
+        except Exception:  # not listed (or an older sounddevice): no name
+            return ""
+
     return [DeviceInfo(index=int(d.get("index", i)), name=str(d["name"]), channels=int(d[key]),
-                       default_rate=float(d["default_samplerate"]), is_default=int(d.get("index", i)) == default_index)
+                       default_rate=float(d["default_samplerate"]), is_default=int(d.get("index", i)) == default_index,
+                       hostapi=hostapi(d))
             for i, d in enumerate(listed) if int(d[key]) > 0]
+
+
+def rescan_devices() -> None:
+    """Make PortAudio list the devices again (it reads them once, when it starts): for a
+    microphone plugged in since. Call it with no stream open; harmless where sound is missing."""
+    sd, _ = _load()
+    if sd is None:
+        return
+    try:
+        sd._terminate()
+        sd._initialize()
+    except Exception:  # an older sounddevice, or PortAudio refusing: the old list stays
+        pass
 
 
 def input_devices() -> list[DeviceInfo]:

@@ -544,3 +544,13 @@ def test_recordings_are_kept_exactly_and_only_the_newest_stay(tmp_path):
         au.keep_recording(x[:100], 8000, tmp_path / "rec", keep=3, now=1_700_000_100 + k)
     kept = sorted((tmp_path / "rec").glob("recording-*.wav"))
     assert len(kept) == 3 and first not in kept
+
+
+def test_devices_with_the_same_name_are_told_apart():
+    devices = [au.DeviceInfo(0, "Mic", 1, 48000.0, hostapi="MME"),
+               au.DeviceInfo(4, "Mic", 1, 48000.0, hostapi="WASAPI"),
+               au.DeviceInfo(7, "Headset", 1, 16000.0), au.DeviceInfo(8, "Line", 2, 44100.0, hostapi="ALSA"),
+               au.DeviceInfo(9, "Line", 2, 44100.0, hostapi="ALSA")]
+    keys = au.device_keys(devices)
+    assert keys == ["Mic (MME)", "Mic (WASAPI)", "Headset", "Line (ALSA) #8", "Line (ALSA) #9"]
+    assert len(set(keys)) == len(keys)
