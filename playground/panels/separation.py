@@ -233,6 +233,19 @@ def live_job(model, device: str):
         inputs = yield chunk
 
 
+def live_latency_text(chunk: LiveChunk, tick_s: float, sent: int, rate: int) -> str:
+    """How late live mode's voices are: the model's own latency, the wait for the next tick that
+    sends the new samples, and the compute; and how far behind the job is, if it is."""
+    total = chunk.latency_s + tick_s + chunk.compute_s
+    text = (f"Live: latency up to {total * 1000:.0f} ms = {chunk.latency_s * 1000:.1f} ms (the model) + "
+            f"{tick_s * 1000:.0f} ms (the wait for the next tick) + {chunk.compute_s * 1000:.1f} ms (compute), "
+            "plus the sound card's buffer")
+    behind = (sent - chunk.samples_in) / max(rate, 1)
+    if behind > 0.25:
+        text += f"; {behind:.1f} s behind (this computer is slower than real time for this model)"
+    return text
+
+
 def _last_samples(blocks: list[np.ndarray], n: int) -> np.ndarray:
     """The last ``n`` samples of the blocks (joining only the blocks needed)."""
     tail, have = [], 0
@@ -940,9 +953,7 @@ class SeparationPanel(Panel):
             return
         self._live_parts += [c.sources for c in chunks if c.sources.size]
         last = chunks[-1]
-        self.live_info.setText(f"Live: latency {last.latency_s * 1000:.1f} ms (algorithmic) + "
-                               f"{last.compute_s * 1000:.1f} ms (compute) = "
-                               f"{(last.latency_s + last.compute_s) * 1000:.1f} ms")
+        self.live_info.setText(live_latency_text(last, RECORD_TICK_MS / 1000, self._sent, self._live_rate))
 
     def _restore_before_recording(self) -> None:
         previous, result = self._before_recording

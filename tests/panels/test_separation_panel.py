@@ -294,7 +294,7 @@ def test_live_mode_separates_while_recording(qtbot, make_window, fakes):
     first = p.live_samples()
     qtbot.waitUntil(lambda: p.live_samples() > first + 2000, timeout=10000)  # the voices grow as it records
     qtbot.waitUntil(lambda: "compute" in p.live_info.text(), timeout=5000)
-    assert re.search(r"= \d+\.\d ms", p.live_info.text())
+    assert re.search(r"latency up to \d+ ms = \d+\.\d ms \(the model\) \+ 50 ms", p.live_info.text())
     # the Learn panel's diagram follows the last seconds while recording
     qtbot.waitUntil(lambda: p.diagram.state is not None and p.diagram.state.live, timeout=10000)
     look = p.diagram.state
@@ -514,3 +514,11 @@ def test_microphones_of_the_same_name_are_told_apart_and_looked_for_again(qtbot,
     p.refresh_button.click()
     assert rescans == [1] and p.device.findData("USB headset") > 0
     assert p.device.currentData() == "Mic (WASAPI)"   # the choice stays
+
+
+def test_the_live_latency_names_its_parts_and_a_backlog():
+    chunk = panel_module.LiveChunk(np.zeros((2, 0), np.float32), 0.004, 0.002, samples_in=8000)
+    text = panel_module.live_latency_text(chunk, 0.05, sent=8000, rate=8000)
+    assert text.startswith("Live: latency up to 56 ms = 2.0 ms (the model) + 50 ms") and "behind" not in text
+    late = panel_module.live_latency_text(chunk, 0.05, sent=8000 + 12000, rate=8000)
+    assert "1.5 s behind" in late
