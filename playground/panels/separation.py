@@ -46,6 +46,7 @@ from ..ml.separation import audio, demos, loaders
 from ..ml.separation.analysis import INSIDE_SECONDS, Inside, inside_view, score
 from ..ml.separation import separate as separation
 from ..ml.separation import streaming
+from ..paths import RESOURCES
 from ..progress import Progress
 from ..widgets.audio_rows import AudioRows, ModelStrip, spectrogram
 from ..widgets.forms import ERROR_COLOR, JobControls, button, compact_form
@@ -336,7 +337,9 @@ class SeparationPanel(Panel):
                                   load_default=lambda: loaders.load_default(),
                                   load_path=lambda path: loaders.load_for_picker(path),
                                   default_name="TTS voices model (embedded)", file_filter=FILE_FILTER,
-                                  device=lambda: self.ctx.device)
+                                  device=lambda: self.ctx.device,
+                                  builtin={"Causal TTS voices model (embedded, live mode's)":
+                                           str(RESOURCES / loaders.DEFAULT_CAUSAL_MODEL)})
         form.addRow(self.picker)
 
         source = QGroupBox("Input")

@@ -147,8 +147,11 @@ class ModelPicker(QWidget):
                  load_default: Callable[[], LoadedModel | Generator] | None,
                  load_path: Callable[[str], LoadedModel | Generator],
                  default_name: str, file_filter: str = "All files (*)", allow_folders: bool = False,
-                 device: Callable[[], str] = lambda: "cpu", parent: QWidget | None = None) -> None:
+                 device: Callable[[], str] = lambda: "cpu", builtin: dict[str, str] | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # other shipped models (label -> path), listed after the default, never in the recent list
+        self.builtin = {label: _normalize(path) for label, path in (builtin or {}).items() if os.path.exists(path)}
         self._pool = pool
         self._settings = settings
         self._key = key
@@ -370,7 +373,7 @@ class ModelPicker(QWidget):
         self._current = value
         self._current_choice = choice
         self._fallback_to_default = False
-        if choice:
+        if choice and choice not in self.builtin.values():
             self._remember(choice)
         self._settings.set(f"{self._key}/last", choice)
         self._set_status("")
@@ -442,8 +445,9 @@ class ModelPicker(QWidget):
 
     def _entries(self) -> list[str]:
         """The paths the combo box lists: recent files, plus the loaded one even if it is gone."""
-        paths = self.recent
-        if self._current_choice and self._current_choice not in paths:
+        shipped = set(self.builtin.values())
+        paths = [p for p in self.recent if p not in shipped]
+        if self._current_choice and self._current_choice not in paths and self._current_choice not in shipped:
             paths.insert(0, self._current_choice)
         return paths
 
@@ -459,6 +463,12 @@ class ModelPicker(QWidget):
                 combo.setItemData(index, _DEFAULT, _KIND_ROLE)
                 combo.setItemData(index, "", _PATH_ROLE)
                 combo.setItemData(index, "The model built into this tab", Qt.ItemDataRole.ToolTipRole)
+            for label, path in self.builtin.items():
+                combo.addItem(label)
+                index = combo.count() - 1
+                combo.setItemData(index, _PATH, _KIND_ROLE)
+                combo.setItemData(index, path, _PATH_ROLE)
+                combo.setItemData(index, f"Shipped with the app: {path}", Qt.ItemDataRole.ToolTipRole)
             paths = self._entries()
             names = [_display_name(p) for p in paths]
             for path, name in zip(paths, names):

@@ -161,6 +161,8 @@ def test_the_tab_opens_with_a_demo_separated_and_separate_scores_each_voice(qtbo
 
 
 def test_a_three_voice_model_gives_three_voice_rows(qtbot, panel, tmp_path):
+    combo = panel.picker.combo
+    assert combo.itemText(1) == "Causal TTS voices model (embedded, live mode's)"  # offered for offline use too
     path = loaders.save_separator(tmp_path / "three.safetensors", tiny(n_src=3))
     panel.picker.open_path(str(path))
     qtbot.waitUntil(lambda: panel.model.n_src == 3, timeout=10000)

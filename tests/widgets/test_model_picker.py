@@ -399,3 +399,20 @@ def test_a_picker_deleted_while_loading_does_not_break_the_job(qtbot, pool, tmp_
     picker.deleteLater()
     qtbot.waitUntil(lambda: ended == ["finished"], timeout=5000)  # no slot of the deleted picker ran
     assert slow.finished
+
+
+def test_shipped_models_are_listed_after_the_default_and_stay_out_of_the_recent_list(qtbot, pool, tmp_path):
+    settings = FakeSettings()
+    shipped = tiny_model_file(tmp_path, "causal.safetensors", inputs=3, outputs=3)
+    picker = make_picker(qtbot, pool, settings, builtin={"Causal (embedded)": shipped,
+                                                         "Gone (embedded)": str(tmp_path / "missing.safetensors")})
+    picker.refresh()
+    texts = [picker.combo.itemText(i) for i in range(picker.combo.count())]
+    assert texts[:2] == ["Tiny default", "Causal (embedded)"] and "Gone (embedded)" not in texts
+    with qtbot.waitSignal(picker.modelChanged, timeout=5000) as changed:
+        picker._on_activated(1)
+    assert changed.args[0].model.weight.shape == (3, 3)
+    assert picker.combo.currentText() == "Causal (embedded)"
+    assert picker.recent == [] and settings.values["tab/last"] == os.path.abspath(shipped)
+    texts = [picker.combo.itemText(i) for i in range(picker.combo.count())]
+    assert texts.count("Causal (embedded)") == 1 and "causal.safetensors" not in texts
