@@ -493,6 +493,7 @@ class SeparationPanel(Panel):
         self.max_seconds.setEnabled(not recording)
         self.demo.setEnabled(bool(self.demos) and idle)
         self.open_button.setEnabled(idle)
+        self.truth_button.setEnabled(idle)
         self.live.setEnabled(idle)
 
     # -- settings ----------------------------------------------------------------------------------
