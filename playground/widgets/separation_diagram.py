@@ -59,6 +59,7 @@ class SeparationDiagram(QWidget):
         self._images: tuple[QImage | None, list[QImage]] = (None, [])
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(200)
+        self.setMaximumWidth(300)  # the Learn column is narrow (its formulas may scroll sideways)
         self.setFixedHeight(470)
         self.setToolTip("Conv-TasNet on the audio just separated: the encoder output w, each voice's mask m_c "
                         "and the voices the decoder makes of w ⊙ m_c")
