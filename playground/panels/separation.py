@@ -43,10 +43,10 @@ from ..errors import friendly_message
 from ..jobs import JobState
 from ..learn.separation import separation_sheet
 from ..ml.separation import audio, demos, loaders
-from ..ml.separation.analysis import INSIDE_SECONDS, Inside, inside_view, score
+from ..ml.separation.analysis import INSIDE_SECONDS, Inside, frame_count, inside_view, score
 from ..ml.separation import separate as separation
 from ..ml.separation import streaming
-from ..paths import RESOURCES
+from ..paths import RESOURCES, data_dir
 from ..progress import Progress
 from ..widgets.audio_rows import AudioRows, ModelStrip, spectrogram
 from ..widgets.forms import ERROR_COLOR, JobControls, button, compact_form
@@ -227,7 +227,7 @@ def live_job(model, device: str):
         chunk = LiveChunk(out, streamer.last_compute_s, streamer.latency_s, streamer.samples_in)
         if streamer.samples_in - looked_at >= LIVE_INSIDE_EVERY_S * rate and not queue:
             looked_at = streamer.samples_in
-            recent = _last_samples(pushed, int(INSIDE_SECONDS * rate))
+            recent = audio.last_samples(pushed, int(INSIDE_SECONDS * rate))
             queue.extend((yield chunk) or ())
             inputs = yield LiveInside(inside_view(model, recent, rate), recent)
             continue
@@ -247,21 +247,8 @@ def live_latency_text(chunk: LiveChunk, tick_s: float, sent: int, rate: int) -> 
     return text
 
 
-def _last_samples(blocks: list[np.ndarray], n: int) -> np.ndarray:
-    """The last ``n`` samples of the blocks (joining only the blocks needed)."""
-    tail, have = [], 0
-    for block in reversed(blocks):
-        tail.append(block)
-        have += block.size
-        if have >= n:
-            break
-    return np.concatenate(tail[::-1])[-n:] if tail else np.zeros(0, np.float32)
-
-
 def recordings_dir() -> Path:
     """Where recordings are kept (the app's data folder)."""
-    from ..paths import data_dir
-
     return data_dir() / "recordings"
 
 
@@ -744,8 +731,7 @@ class SeparationPanel(Panel):
             return
         cfg = model.config
         rate = self.input.rate if self.input is not None and not live else model.sample_rate
-        frames = inside.frames if not live else max(1, (int(mixture.size * model.sample_rate / rate) - cfg.L)
-                                                    // cfg.stride + 1)
+        frames = frame_count(model, int(round(mixture.size * model.sample_rate / rate)))  # of the stretch shown
         self.diagram.set_state(DiagramState(cfg.N, cfg.L, frames, mixture.size / rate, mixture, inside.w,
                                             inside.masks, inside.mask_means, voices, live))
 
@@ -950,7 +936,7 @@ class SeparationPanel(Panel):
         looks = [i for i in items if isinstance(i, LiveInside)]
         if looks:
             look = looks[-1]
-            voices = np.concatenate(self._live_parts, axis=1)[:, -look.mixture.size:] if self._live_parts else ()
+            voices = audio.last_samples(self._live_parts, look.mixture.size) if self._live_parts else ()
             self._show_inside(look.inside, look.mixture, tuple(voices), live=True)
         chunks = [i for i in items if isinstance(i, LiveChunk)]
         if not chunks:

@@ -30,7 +30,8 @@ class Inside:
     frames: int  # K of the whole input
 
 
-def _frames(model, samples: int) -> int:
+def frame_count(model, samples: int) -> int:
+    """K: the encoder frames the model makes of ``samples`` samples at its own rate."""
     cfg = model.config
     return max(1, math.ceil((samples - cfg.L) / cfg.stride) + 1)
 
@@ -63,7 +64,7 @@ def inside_view(model, mixture: np.ndarray, rate: int, seconds: float = INSIDE_S
     w_pic = _picture(np.clip((logw - lo) / max(hi - lo, 1e-6), 0.0, 1.0))
     top = max(1.0, float(masks.max()))  # ReLU masks may pass 1
     mask_pics = np.stack([_picture(np.clip(m / top, 0.0, 1.0)) for m in masks])
-    frames = _frames(model, int(round(len(mixture) * model.sample_rate / rate)))
+    frames = frame_count(model, int(round(len(mixture) * model.sample_rate / rate)))
     return Inside(w_pic, mask_pics, tuple(float(m.mean()) for m in masks), frames)
 
 

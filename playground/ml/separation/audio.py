@@ -246,6 +246,18 @@ def _tail_from(chunks: Sequence[np.ndarray], start: int) -> tuple[int, np.ndarra
     return skipped, tail
 
 
+def last_samples(blocks: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """The last ``n`` samples (along the last axis) of consecutive blocks, joining only the
+    blocks needed; an empty float32 array when there are none."""
+    tail, have = [], 0
+    for block in reversed(blocks):
+        tail.append(block)
+        have += block.shape[-1]
+        if have >= n:
+            break
+    return np.concatenate(tail[::-1], axis=-1)[..., -n:] if tail else np.zeros(0, np.float32)
+
+
 class GrowingResampler:
     """:func:`resample` of a recording that keeps growing, without resampling it all again.
 
@@ -620,17 +632,10 @@ class Recorder:
 
     def level(self, window_s: float = LEVEL_WINDOW_S) -> Level:
         """RMS and peak of the last ``window_s`` seconds recorded (zeros before anything arrived)."""
-        with self._lock:
-            want = max(1, int(round(window_s * self._rate)))
-            tail, have = [], 0
-            for chunk in reversed(self._chunks):
-                tail.append(chunk)
-                have += len(chunk)
-                if have >= want:
-                    break
-        if not tail:
+        with self._lock:  # joins only the last few chunks
+            x = last_samples(self._chunks, max(1, int(round(window_s * self._rate))))
+        if x.size == 0:
             return Level(0.0, 0.0)
-        x = np.concatenate(tail[::-1])[-want:]
         return Level(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), float(np.abs(x).max()))
 
     # PortAudio's thread ---------------------------------------------------------------------

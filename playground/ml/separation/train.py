@@ -200,8 +200,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
                 "command": command, "train_config": asdict(cfg), "seed": cfg.seed, "steps": step,
                 "seconds": round(seconds, 1), "status": status, "made_by": "playground.ml.separation.train",
                 "validation_si_snri_db": round(val, 2), "stages": stages,
-                "training_data": "two-speaker mixtures of espeak-ng and flite voices reading sentences of "
-                                 "playground.ml.separation.speech's grammar, synthesised offline"})
+                "training_data": training_data(cfg)})
         if writer:
             writer.save_weights(model.state_dict())
             writer.close(status, seconds=seconds, steps=step)
@@ -212,6 +211,15 @@ def save_state(path: Path, model, opt, step: int, best: float, bad_checks: int, 
                stages: list[dict] | None = None) -> None:
     script.save_state(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                              "bad_checks": bad_checks, "seconds": seconds, "stages": stages or []})
+
+
+def training_data(cfg: TrainConfig) -> str:
+    """What the model was trained on, in words (for the weights' JSON)."""
+    text = "sentences of playground.ml.separation.speech's grammar"
+    if cfg.corpus > 0:
+        text += f" and, for {cfg.corpus:.0%} of the utterances, the training half of Debian's fortunes sentences"
+    speed = f", half the sources speed-perturbed by up to {cfg.speed:.0%}" if cfg.speed > 0 else ""
+    return f"two-speaker mixtures of espeak-ng and flite voices reading {text}, synthesised offline{speed}"
 
 
 def this_stage(command: str, cfg: TrainConfig, first_step: int, step: int) -> dict:

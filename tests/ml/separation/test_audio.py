@@ -554,3 +554,13 @@ def test_devices_with_the_same_name_are_told_apart():
     keys = au.device_keys(devices)
     assert keys == ["Mic (MME)", "Mic (WASAPI)", "Headset", "Line (ALSA) #8", "Line (ALSA) #9"]
     assert len(set(keys)) == len(keys)
+
+
+def test_last_samples_joins_only_the_blocks_it_needs():
+    blocks = [np.arange(k * 10, k * 10 + 10, dtype=np.float32) for k in range(5)]
+    whole = np.concatenate(blocks)
+    for n in (1, 10, 15, 50, 80):
+        np.testing.assert_array_equal(au.last_samples(blocks, n), whole[-n:])
+    two = [np.stack([b, -b]) for b in blocks]                    # [C, m] blocks: along the last axis
+    np.testing.assert_array_equal(au.last_samples(two, 15), np.stack([whole, -whole])[:, -15:])
+    assert au.last_samples([], 5).size == 0

@@ -205,7 +205,9 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
     except StopIteration as stop:
         second = stop.value
     assert rates[0] == 3e-4  # the resumed rate, not the saved 1e-3
-    stages = json.loads(out.with_suffix(".json").read_text())["stages"]
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert "speed-perturbed by up to 10%" in sidecar["training_data"] and "fortunes" not in sidecar["training_data"]
+    stages = sidecar["stages"]
     # (the run closed after one step above is a stage too, with its empty command)
     assert [s["command"] for s in stages] == ["test", "", "second"]
     assert stages[0]["from_step"] == 0 and stages[0]["to_step"] == stages[1]["from_step"] == len(steps)
