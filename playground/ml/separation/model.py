@@ -249,5 +249,39 @@ class ConvTasNet(nn.Module):
         return out
 
 
+def grow(small: ConvTasNet, config: ConvTasNetConfig) -> ConvTasNet:
+    """A deeper model (more blocks X and/or repeats R) that computes exactly what ``small`` does.
+
+    Net2Net-style growth: every block of ``small`` keeps its place (repeat r, dilation 2**x), and
+    each new block starts with zero residual and skip convolutions, so it passes its input through
+    unchanged and adds nothing to the skips until training teaches it something. Everything else
+    (N, L, B, H, Sc, P, the norm, causality, speakers, mask) must be the same.
+    """
+    old = small.config
+    same = ("N", "L", "B", "H", "Sc", "P", "norm", "causal", "n_src", "mask_act", "encoder_act", "sample_rate")
+    differ = [k for k in same if getattr(old, k) != getattr(config, k)]
+    if differ:
+        raise ValueError(f"Only X and R can grow; these differ: {', '.join(differ)}")
+    if config.X < old.X or config.R < old.R:
+        raise ValueError(f"Growth cannot shrink: X {old.X} -> {config.X}, R {old.R} -> {config.R}")
+    big = ConvTasNet(config)
+    target = big.state_dict()
+    for key, value in small.state_dict().items():
+        if not key.startswith("separator.blocks."):
+            target[key] = value.clone()
+    source = {(i // old.X) * config.X + i % old.X: block for i, block in enumerate(small.separator.blocks)}
+    for j in range(len(big.separator.blocks)):
+        block = source.get(j)                                                     # same repeat, same dilation
+        copied = block.state_dict() if block is not None else {}
+        for key, value in copied.items():
+            target[f"separator.blocks.{j}.{key}"] = value.clone()
+        for conv in ("res_conv", "skip_conv"):                                    # new outputs start silent
+            for name in ("weight", "bias"):
+                if f"{conv}.{name}" not in copied:
+                    target[f"separator.blocks.{j}.{conv}.{name}"].zero_()
+    big.load_state_dict(target)
+    return big
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -37,6 +37,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(N=64, L=16, B=64, H=128, Sc=64, P=3, X=6, R=2, norm="gLN", causal=False),
     # The live-mode model: the same size, cumulative layer norm, causal convolutions.
     "causal": dict(N=64, L=16, B=64, H=128, Sc=64, P=3, X=6, R=2, norm="cLN", causal=True),
+    # The default grown deeper (X 6 -> 8, ``--grow-from`` the default's weights): a receptive field of
+    # 1.0 s instead of 0.25 s for 1.3x the compute.
+    "default-x8": dict(N=64, L=16, B=64, H=128, Sc=64, P=3, X=8, R=2, norm="gLN", causal=False),
     # The paper's best configuration (Table II).
     "paper": dict(),
 }
@@ -61,6 +64,7 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model for training (about 1.5x faster on a CPU)
     corpus: float = 0.0            # the share of the bank's utterances reading corpus sentences (fortunes)
     resume_lr: float = 0.0         # when resuming: set the learning rate to this (0: keep the saved one)
+    grow_from: str = ""            # start from these (shallower) weights, grown to the preset (model.grow)
 
 
 @dataclass
@@ -123,6 +127,11 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
             bad_checks = 0
         stages = list(state.get("stages") or earlier_stage(out, step))
         yield Progress(None, f"resumed at step {step}")
+    elif cfg.grow_from:
+        model, stages = grown(model_cfg, Path(cfg.grow_from))
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        step = int(stages[-1]["to_step"]) if stages else 0
+        yield Progress(None, f"grown from {cfg.grow_from} (step {step})")
     first_step = step
     batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step, speed=cfg.speed)
     forward = compiled(model) if cfg.compile else model
@@ -242,6 +251,23 @@ def earlier_stage(out: Path | None, step: int) -> list[dict]:
         return []
     return [{"command": data.get("command", ""), "train_config": data.get("train_config", {}), "from_step": 0,
              "to_step": step, "note": "read back from the weights' JSON (kept before stages were recorded)"}]
+
+
+def grown(model_cfg: ConvTasNetConfig, path: Path) -> tuple[ConvTasNet, list[dict]]:
+    """The weights at ``path`` grown to ``model_cfg`` (:func:`.model.grow`), and the stages that made them."""
+    from ..checkpoints import read_sidecar
+    from .loaders import read_separator_file
+    from .model import grow
+
+    small = read_separator_file(path)
+    data = read_sidecar(path) or {}
+    stages = list(data.get("stages") or [])
+    steps = int(data.get("steps", stages[-1]["to_step"] if stages else 0))
+    stages.append({"grown": f"X {small.config.X} -> {model_cfg.X}, R {small.config.R} -> {model_cfg.R}",
+                   "from_file": path.name, "from_step": steps, "to_step": steps,
+                   "note": "model.grow: the old blocks kept in place, each new block's residual and skip "
+                           "convolutions zero, so the grown model starts out computing the same output"})
+    return grow(small, model_cfg), stages
 
 
 def compiled(model: ConvTasNet):

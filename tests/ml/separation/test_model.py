@@ -12,6 +12,7 @@ from playground.ml.separation.model import (
     ConvTasNetConfig,
     CumulativeLayerNorm,
     GlobalLayerNorm,
+    grow,
     parameter_count,
 )
 
@@ -134,3 +135,34 @@ def test_config_round_trips_and_refuses_bad_values():
     for values, words in bad:
         with pytest.raises(UserError, match=words):
             ConvTasNetConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_grown_model_computes_what_the_small_one_did_then_can_learn_more(causal):
+    torch.manual_seed(0)
+    norm = "cLN" if causal else "gLN"
+    small = ConvTasNet(ConvTasNetConfig(**TINY, norm=norm, causal=causal)).eval()
+    for p in small.parameters():                      # make every weight matter (PReLU, norms, biases)
+        p.data.add_(0.1 * torch.randn_like(p))
+    big = grow(small, ConvTasNetConfig(**{**TINY, "X": 5, "R": 3}, norm=norm, causal=causal)).eval()
+    assert len(big.separator.blocks) == 15 and parameter_count(big) > parameter_count(small)
+    x = torch.randn(2, 400)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), rtol=0, atol=1e-6)
+    # The old blocks keep their dilation: small's repeat 1, block 2 (d=4) is big's block 1*5+2.
+    torch.testing.assert_close(big.separator.blocks[7].depthwise.weight, small.separator.blocks[5].depthwise.weight)
+    assert big.separator.blocks[7].depthwise.dilation == small.separator.blocks[5].depthwise.dilation == (4,)
+    # New blocks start silent but are trained: their output convolutions get a gradient.
+    new = big.separator.blocks[3]
+    assert not new.res_conv.weight.any() and not new.skip_conv.weight.any()
+    big.train()
+    big(x).square().mean().backward()
+    assert new.skip_conv.weight.grad.abs().sum() > 0
+
+
+def test_a_model_grows_only_in_depth():
+    small = ConvTasNet(ConvTasNetConfig(**TINY))
+    with pytest.raises(ValueError, match="H"):
+        grow(small, ConvTasNetConfig(**{**TINY, "H": 24}))
+    with pytest.raises(ValueError, match="shrink"):
+        grow(small, ConvTasNetConfig(**{**TINY, "X": 2}))

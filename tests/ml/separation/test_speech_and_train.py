@@ -216,6 +216,36 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
     assert torch.load(state, weights_only=True)["stages"] == stages
 
 
+def test_a_run_grown_from_smaller_weights_starts_where_they_ended(tmp_path, monkeypatch):
+    from playground.ml.separation import loaders
+    from playground.ml.separation.model import ConvTasNet, ConvTasNetConfig
+
+    monkeypatch.setitem(sep_train.PRESETS, "tiny3", dict(N=16, L=8, B=8, H=16, Sc=8, P=3, X=3, R=1))
+    bank = tone_bank(24)
+    monkeypatch.setattr(speech, "build_bank", lambda config, cache_dir=None: iter([bank]))
+    torch.manual_seed(1)
+    small = ConvTasNet(ConvTasNetConfig(N=16, L=8, B=8, H=16, Sc=8, P=3, X=2, R=1))
+    earlier = [{"command": "first", "from_step": 0, "to_step": 40}]
+    small_path = loaders.save_separator(tmp_path / "small.safetensors", small, {"steps": 40, "stages": earlier})
+    cfg = sep_train.TrainConfig(preset="tiny3", batch=4, segment_s=0.25, minutes=0.02, check_every=5,
+                                val_mixtures=4, utterances=24, grow_from=str(small_path))
+    out = tmp_path / "big.safetensors"
+    gen = sep_train.train(cfg, None, out, tmp_path / "state.pt", None, command="grow")
+    steps = []
+    try:
+        while True:
+            item = next(gen)
+            if isinstance(item, sep_train.SepStep):
+                steps.append(item.step)
+    except StopIteration as stop:
+        result = stop.value
+    assert steps[0] == 41 and result["steps"] == steps[-1]
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert [s.get("command") for s in sidecar["stages"]] == ["first", None, "grow"]
+    assert sidecar["stages"][1]["grown"] == "X 2 -> 3, R 1 -> 1" and sidecar["stages"][2]["from_step"] == 40
+    assert loaders.load_separator(out).model.config.X == 3
+
+
 def test_a_state_from_before_stages_takes_its_first_stage_from_the_weights_json(tmp_path):
     out = tmp_path / "m.safetensors"
     out.with_suffix(".json").write_text(json.dumps({"command": "old run", "steps": 70, "train_config": {"batch": 8}}))
