@@ -143,8 +143,10 @@ def load_demo_job(demo: demos.Demo) -> InputAudio:
     return InputAudio(demo.title, mixture, rate, sources, spectrogram(mixture, rate))
 
 
-def read_file_job(path: str) -> InputAudio:
-    samples, rate = audio.read_audio(path)
+def read_file_job(path: str):
+    """Read a file block by block (a long one shows its progress and can be stopped), then its spectrogram."""
+    samples, rate = yield from audio.reading_audio(path)
+    yield Progress(1.0, f"Drawing the spectrogram of {Path(path).name}")
     return InputAudio(Path(path).name, samples, rate, None, spectrogram(samples, rate))
 
 
@@ -631,9 +633,28 @@ class SeparationPanel(Panel):
                                          f"{value.rate} Hz. Separate splits it into voices.")
                 self._maybe_auto_separate()
 
+        def progress(fraction: float, text: str) -> None:
+            if job is self._load_job and not self.running:
+                self.runner.set_progress(fraction)
+                if text:
+                    self.controls.set_status(text)
+
+        def ended(state: JobState) -> None:
+            if job is not self._load_job:
+                return
+            self.runner.update_buttons()
+            if state == JobState.CANCELLED:
+                kept = f" {self.input.name} is still open." if self.input is not None else ""
+                self.controls.set_status(f"Stopped opening {what}.{kept}")
+
         job.finished.connect(done)
+        job.progress.connect(progress)
+        job.ended.connect(ended)
         job.failed.connect(lambda message: job is self._load_job and self.controls.set_status(
             f"Could not open {what}: {message}", error=True))
+        if not self.running:
+            self.runner.set_progress(0.0)
+            self.controls.stop_button.setEnabled(True)                            # Stop stops the opening too
         return job
 
     def set_input(self, value: InputAudio, result: SeparationResult | None = None) -> None:
@@ -762,6 +783,10 @@ class SeparationPanel(Panel):
                           self.runner.device, name="Separate voices", interactive=True, on_ended=self._on_separated)
 
     def stop(self) -> None:
+        if self._load_job is not None and not self._load_job.is_done and not self.running:
+            self._load_job.cancel()
+            self.controls.set_status("Stopping…")
+            return
         self.runner.stop()
 
     def _on_separated(self, state: JobState) -> None:

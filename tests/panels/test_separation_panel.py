@@ -344,6 +344,34 @@ def test_a_bad_audio_file_is_one_line_and_nothing_is_lost(qtbot, panel, tmp_path
     assert panel.input.name == "tone.flac" and panel.input.mixture.size == 4000
 
 
+def test_opening_a_long_file_shows_its_progress_and_stop_stops_it(qtbot, panel, tmp_path, monkeypatch):
+    before = panel.input
+    path = tmp_path / "long.wav"
+    sf.write(str(path), np.zeros(80000, np.float32), 8000)
+    monkeypatch.setattr(audio, "_READ_BLOCK_VALUES", 400)          # 200 blocks
+    reading = audio.reading_audio
+
+    def slow_reading(*args):                                        # a slow disk: 20 ms a block
+        inner = reading(*args)
+        while True:
+            try:
+                item = next(inner)
+            except StopIteration as stop:
+                return stop.value
+            time.sleep(0.02)
+            yield item
+
+    monkeypatch.setattr(audio, "reading_audio", slow_reading)
+    job = panel.open_audio(str(path))
+    qtbot.waitUntil(lambda: panel.controls.status.text().startswith("Reading long.wav:"), timeout=10000)
+    assert panel.controls.stop_button.isEnabled() and 0 < panel.controls.progress.value() < 1000
+    panel.controls.stop_button.click()
+    qtbot.waitUntil(lambda: job.is_done, timeout=5000)
+    assert job.state == JobState.CANCELLED and panel.input is before
+    assert panel.controls.status.text() == f"Stopped opening long.wav. {before.name} is still open."
+    assert not panel.controls.stop_button.isEnabled()
+
+
 def test_settings_are_remembered_across_windows(qtbot, make_window, fakes, monkeypatch):
     mics = [audio.DeviceInfo(0, "Built-in", 2, 48000.0, True), audio.DeviceInfo(3, "USB mic", 1, 16000.0)]
     monkeypatch.setattr(audio, "input_devices", lambda: mics)

@@ -33,7 +33,7 @@ import math
 import os
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ...errors import BadFileError, UserError
+from ...progress import Progress
 
 #: The longest file :func:`read_audio` opens, in seconds (an hour of 16 kHz mono is 230 MB as float32).
 MAX_FILE_SECONDS = 60 * 60
@@ -58,7 +59,7 @@ WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg":
 # Containers people often have that libsndfile cannot open: a clearer message than "format not recognised".
 _UNSUPPORTED = {".m4a": "M4A/AAC", ".aac": "AAC", ".mp4": "MP4", ".wma": "WMA", ".webm": "WebM",
                 ".mkv": "Matroska", ".amr": "AMR", ".ac3": "AC-3"}
-_READ_BLOCK_VALUES = 2**22  # samples (all channels) read at a time: ~16 MB of float32
+_READ_BLOCK_VALUES = 2**20  # samples (all channels) read at a time: ~4 MB of float32
 
 
 def _name(path: Path) -> str:
@@ -67,7 +68,18 @@ def _name(path: Path) -> str:
 
 # -- files -------------------------------------------------------------------------------------
 def read_audio(path: str | os.PathLike, max_seconds: float = MAX_FILE_SECONDS) -> tuple[np.ndarray, int]:
-    """Read an audio file as ``(float32 mono [T], sample_rate)``.
+    """Read an audio file as ``(float32 mono [T], sample_rate)`` (:func:`reading_audio`, all at once)."""
+    gen = reading_audio(path, max_seconds)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def reading_audio(path: str | os.PathLike,
+                  max_seconds: float = MAX_FILE_SECONDS) -> Generator[Progress, None, tuple[np.ndarray, int]]:
+    """Read an audio file block by block, yielding progress; returns ``(float32 mono [T], sample_rate)``.
 
     Several channels are mixed down (their mean); integer formats come scaled to [-1, 1].
     Refused, each with a :class:`BadFileError` naming the file: a missing file, a folder,
@@ -107,6 +119,9 @@ def read_audio(path: str | os.PathLike, max_seconds: float = MAX_FILE_SECONDS) -
                 if len(block) == 0:
                     break
                 blocks.append(block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32))
+                done = sum(len(b) for b in blocks)
+                yield Progress(min(done / frames, 1.0),
+                               f"Reading {name}: {_minutes(done / rate)} of {_minutes(frames / rate)}")
     except PermissionError:
         raise BadFileError(f"{name} cannot be read (permission denied).") from None
     except (RuntimeError, TypeError, ValueError) as exc:  # sf.LibsndfileError is a RuntimeError

@@ -48,6 +48,24 @@ def test_wav_round_trip(tmp_path):
     assert np.array_equal(au.read_audio(tmp_path / "f.wav")[0], x)
 
 
+def test_a_file_is_read_block_by_block_with_its_progress(tmp_path, monkeypatch):
+    x = tone(440, 8000, 3.0)
+    au.write_audio(tmp_path / "long.wav", x, 8000, subtype="FLOAT")
+    monkeypatch.setattr(au, "_READ_BLOCK_VALUES", 5000)
+    gen = au.reading_audio(tmp_path / "long.wav")
+    seen = []
+    while True:
+        try:
+            seen.append(next(gen))
+        except StopIteration as stop:
+            y, rate = stop.value
+            break
+    assert rate == 8000 and np.array_equal(y, x)
+    assert len(seen) == 5 and [p.fraction for p in seen] == sorted(p.fraction for p in seen)
+    assert seen[0].fraction == 5000 / 24000 and seen[-1].fraction == 1.0
+    assert seen[-1].text == "Reading long.wav: 3 seconds of 3 seconds"
+
+
 def test_flac_round_trip(tmp_path):
     x = tone(300, 8000, 0.5)
     au.write_audio(tmp_path / "a.FLAC", x, 8000)  # the suffix in any case
