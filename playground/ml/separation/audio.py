@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ...errors import BadFileError, UserError
-from ...progress import Progress
+from ...progress import Progress, finish
 
 #: The longest file :func:`read_audio` opens, in seconds (an hour of 16 kHz mono is 230 MB as float32).
 MAX_FILE_SECONDS = 60 * 60
@@ -69,12 +69,7 @@ def _name(path: Path) -> str:
 # -- files -------------------------------------------------------------------------------------
 def read_audio(path: str | os.PathLike, max_seconds: float = MAX_FILE_SECONDS) -> tuple[np.ndarray, int]:
     """Read an audio file as ``(float32 mono [T], sample_rate)`` (:func:`reading_audio`, all at once)."""
-    gen = reading_audio(path, max_seconds)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return finish(reading_audio(path, max_seconds))
 
 
 def reading_audio(path: str | os.PathLike,

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ...errors import BadFileError
-from ...progress import Progress
+from ...progress import Progress, finish
 from .. import checkpoints
 from ..checkpoints import LoadedModel
 
@@ -257,16 +257,7 @@ def load_official_pickle(path: str | os.PathLike) -> tuple[dict, dict[str, torch
     without ``G_ema``, a TensorFlow-era pickle (with how to convert it), a global or
     class this format has no need of (named), a damaged or truncated file.
     """
-    return _finish(read_official_pickle(path))
-
-
-def _finish(steps: Steps[Any, None, Any]) -> Any:
-    """Run a progress generator to its end and return its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return finish(read_official_pickle(path))
 
 
 def _generator_record(data: Any, name: str) -> PersistentRecord:
@@ -555,7 +546,7 @@ def read_generator(path: str | os.PathLike, device: str | torch.device = "cpu"
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Our Generator from any supported file: an official pickle, or our .safetensors + JSON."""
-    return _finish(read_generator(path, device))
+    return finish(read_generator(path, device))
 
 
 def describe(model_or_path: torch.nn.Module | str | os.PathLike, *, source: str = "",

@@ -32,7 +32,7 @@ import torch
 
 from ...errors import BadFileError, UserError
 from ...paths import data_dir
-from ...progress import Progress
+from ...progress import Progress, finish
 from ..checkpoints import NUMPY_ARRAYS, restricted_load
 from ..download import cached_download
 from ..download import download as download  # re-exported: it used to live here
@@ -333,12 +333,7 @@ def load_dataset(name: str, *, folder: str | None = None, image_size: int = 32,
 
 def load_dataset_now(name: str, **kwargs) -> DataBundle:
     """:func:`load_dataset` without the progress (for scripts and tests)."""
-    gen = load_dataset(name, **kwargs)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
+    return finish(load_dataset(name, **kwargs))
 
 
 def remove_download(name: str, root: Path | None = None) -> None:
