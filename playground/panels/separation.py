@@ -150,11 +150,11 @@ def read_file_job(path: str):
     return InputAudio(Path(path).name, samples, rate, None, spectrogram(samples, rate))
 
 
-def true_voices_job(current: InputAudio, paths: list[str]) -> InputAudio:
+def true_voices_job(current: InputAudio, paths: list[str]):
     """The current mixture with the true voices read from ``paths`` (resampled, cut or padded to it)."""
     voices = []
     for path in paths:
-        samples, rate = audio.read_audio(path)
+        samples, rate = yield from audio.reading_audio(path)
         samples = audio.resample(samples, rate, current.rate)
         voices.append(np.pad(samples, (0, max(0, len(current.mixture) - len(samples))))[:len(current.mixture)])
     return InputAudio(current.name, current.mixture, current.rate, np.stack(voices).astype(np.float32),
@@ -395,7 +395,8 @@ class SeparationPanel(Panel):
         form.addRow(sep)
 
         self.controls = JobControls(self, form, start_text="Separate", start_tip="Separate the voices of the mixture",
-                                    stop_tip="Stop separating", start=self.start, stop=self.stop)
+                                    stop_tip="Stop separating (or opening a file)", start=self.start,
+                                    stop=self.stop)
         self.runner = JobRunner(self.ctx, self.controls, failure_prefix="Separation failed", parent=self)
         return compact_form(box, min_width=320)
 
@@ -626,15 +627,23 @@ class SeparationPanel(Panel):
         self._load_job = job
         self.controls.set_status(f"Opening {what}…")
 
+        def stopped() -> None:
+            if not self.running:
+                self.runner.set_progress(0.0)
+            kept = f" {self.input.name} is still open." if self.input is not None else ""
+            self.controls.set_status(f"Stopped opening {what}.{kept}")
+
         def done(value: InputAudio) -> None:
-            if job is self._load_job:
+            if job is self._load_job and job.is_cancel_requested:   # Stop came as it ended
+                stopped()
+            elif job is self._load_job:
                 self.set_input(value)
                 self.controls.set_status(f"Opened {value.name}: {len(value.mixture) / value.rate:.1f} s at "
                                          f"{value.rate} Hz. Separate splits it into voices.")
                 self._maybe_auto_separate()
 
         def progress(fraction: float, text: str) -> None:
-            if job is self._load_job and not self.running:
+            if job is self._load_job and not self.running and not job.is_cancel_requested:
                 self.runner.set_progress(fraction)
                 if text:
                     self.controls.set_status(text)
@@ -644,8 +653,9 @@ class SeparationPanel(Panel):
                 return
             self.runner.update_buttons()
             if state == JobState.CANCELLED:
-                kept = f" {self.input.name} is still open." if self.input is not None else ""
-                self.controls.set_status(f"Stopped opening {what}.{kept}")
+                stopped()
+            elif state == JobState.FAILED and not self.running:
+                self.runner.set_progress(0.0)
 
         job.finished.connect(done)
         job.progress.connect(progress)
@@ -864,6 +874,10 @@ class SeparationPanel(Panel):
             self.controls.set_status(friendly_message(exc), error=True)
             return False
         self.recorder = recorder
+        if self._load_job is not None and not self._load_job.is_done:
+            self._load_job.cancel()                    # the recording is the new input: drop the one opening
+            self._load_job = None
+            self.runner.update_buttons()
         self._sent = 0
         self._ticks = 0
         self._live_parts = []

@@ -344,14 +344,16 @@ def test_a_bad_audio_file_is_one_line_and_nothing_is_lost(qtbot, panel, tmp_path
     assert panel.input.name == "tone.flac" and panel.input.mixture.size == 4000
 
 
-def test_opening_a_long_file_shows_its_progress_and_stop_stops_it(qtbot, panel, tmp_path, monkeypatch):
-    before = panel.input
+@pytest.fixture
+def long_file(tmp_path, monkeypatch):
+    """A 10 s file read from a slow disk: 200 blocks of 400 samples, each reported, 20 ms each."""
     path = tmp_path / "long.wav"
     sf.write(str(path), np.zeros(80000, np.float32), 8000)
-    monkeypatch.setattr(audio, "_READ_BLOCK_VALUES", 400)          # 200 blocks
+    monkeypatch.setattr(audio, "_READ_BLOCK_VALUES", 400)
+    monkeypatch.setattr(audio, "PROGRESS_EVERY_S", 0.0)
     reading = audio.reading_audio
 
-    def slow_reading(*args):                                        # a slow disk: 20 ms a block
+    def slow_reading(*args):
         inner = reading(*args)
         while True:
             try:
@@ -362,14 +364,32 @@ def test_opening_a_long_file_shows_its_progress_and_stop_stops_it(qtbot, panel, 
             yield item
 
     monkeypatch.setattr(audio, "reading_audio", slow_reading)
-    job = panel.open_audio(str(path))
+    return path
+
+
+def test_opening_a_long_file_shows_its_progress_and_stop_stops_it(qtbot, panel, long_file):
+    before = panel.input
+    job = panel.open_audio(str(long_file))
     qtbot.waitUntil(lambda: panel.controls.status.text().startswith("Reading long.wav:"), timeout=10000)
     assert panel.controls.stop_button.isEnabled() and 0 < panel.controls.progress.value() < 1000
     panel.controls.stop_button.click()
     qtbot.waitUntil(lambda: job.is_done, timeout=5000)
     assert job.state == JobState.CANCELLED and panel.input is before
     assert panel.controls.status.text() == f"Stopped opening long.wav. {before.name} is still open."
-    assert not panel.controls.stop_button.isEnabled()
+    assert not panel.controls.stop_button.isEnabled() and panel.controls.progress.value() == 0
+
+
+def test_recording_while_a_file_opens_drops_the_file(qtbot, make_window, fakes, long_file):
+    _, p = make_window()
+    job = p.open_audio(str(long_file))
+    qtbot.waitUntil(lambda: p.controls.status.text().startswith("Reading long.wav:"), timeout=10000)
+    assert p.start_recording()
+    qtbot.waitUntil(lambda: job.is_done, timeout=5000)
+    qtbot.waitUntil(lambda: p.recorder.duration_s > 0.3, timeout=10000)
+    p.stop_recording()
+    assert job.state == JobState.CANCELLED and p.input.name != "long.wav"
+    assert np.array_equal(p.input.mixture, KNOWN[:p.input.mixture.size])
+    assert not p.controls.stop_button.isEnabled()
 
 
 def test_settings_are_remembered_across_windows(qtbot, make_window, fakes, monkeypatch):

@@ -33,6 +33,7 @@ import math
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg":
 _UNSUPPORTED = {".m4a": "M4A/AAC", ".aac": "AAC", ".mp4": "MP4", ".wma": "WMA", ".webm": "WebM",
                 ".mkv": "Matroska", ".amr": "AMR", ".ac3": "AC-3"}
 _READ_BLOCK_VALUES = 2**20  # samples (all channels) read at a time: ~4 MB of float32
+PROGRESS_EVERY_S = 0.2      # how often reading_audio reports
 
 
 def _name(path: Path) -> str:
@@ -109,14 +111,18 @@ def reading_audio(path: str | os.PathLike,
                                    f"{_minutes(max_seconds)}. Cut it shorter first.")
             blocks = []
             per_block = max(1, _READ_BLOCK_VALUES // channels)
+            done, shown = 0, time.perf_counter()
             while True:  # block by block, so a many-channel file is never all in memory at once
                 block = f.read(per_block, dtype="float32", always_2d=True)
                 if len(block) == 0:
                     break
                 blocks.append(block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32))
-                done = sum(len(b) for b in blocks)
-                yield Progress(min(done / frames, 1.0),
-                               f"Reading {name}: {_minutes(done / rate)} of {_minutes(frames / rate)}")
+                done += len(block)
+                # Progress a few times a second at most: each yield lets another tab's job take the CPU.
+                if time.perf_counter() - shown >= PROGRESS_EVERY_S:
+                    shown = time.perf_counter()
+                    yield Progress(min(done / frames, 1.0), f"Reading {name}: {_minutes(done / rate, frames / rate)} "
+                                                            f"of {_minutes(frames / rate)}")
     except PermissionError:
         raise BadFileError(f"{name} cannot be read (permission denied).") from None
     except (RuntimeError, TypeError, ValueError) as exc:  # sf.LibsndfileError is a RuntimeError
@@ -129,8 +135,9 @@ def reading_audio(path: str | os.PathLike,
     return audio, rate
 
 
-def _minutes(seconds: float) -> str:
-    if seconds < 120:
+def _minutes(seconds: float, unit_of: float | None = None) -> str:
+    """``seconds`` in seconds or minutes (the unit that ``unit_of`` seconds, if given, would get)."""
+    if (seconds if unit_of is None else unit_of) < 120:
         return f"{seconds:.0f} seconds"
     return f"{seconds / 60:.0f} minutes"
 

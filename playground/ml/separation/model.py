@@ -261,9 +261,12 @@ def grow(small: ConvTasNet, config: ConvTasNetConfig) -> ConvTasNet:
     same = ("N", "L", "B", "H", "Sc", "P", "norm", "causal", "n_src", "mask_act", "encoder_act", "sample_rate")
     differ = [k for k in same if getattr(old, k) != getattr(config, k)]
     if differ:
-        raise ValueError(f"Only X and R can grow; these differ: {', '.join(differ)}")
+        raise UserError(f"Only X and R can grow; these differ: {', '.join(differ)}.")
     if config.X < old.X or config.R < old.R:
-        raise ValueError(f"Growth cannot shrink: X {old.X} -> {config.X}, R {old.R} -> {config.R}")
+        raise UserError(f"Growth cannot shrink: X {old.X} -> {config.X}, R {old.R} -> {config.R}.")
+    if (config.X, config.R) == (old.X, old.R):
+        raise UserError(f"Nothing to grow: the model already has X={old.X}, R={old.R} (to go on training it, "
+                        "resume its --state instead).")
     big = ConvTasNet(config)
     target = big.state_dict()
     for key, value in small.state_dict().items():

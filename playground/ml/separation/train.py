@@ -10,6 +10,9 @@ synthesised utterances. The run is written as a Training-tab run (its loss curve
 validation SI-SNRi as "val_loss" with the sign flipped so lower is better), its state is
 kept every few minutes in ``--state`` so that a stopped run continues where it was, and
 the final (or stopped) weights go to ``--out`` with the command, config and seed beside them.
+``--grow-from weights.safetensors`` starts from a shallower model's weights, deepened to the
+preset by :func:`.model.grow` (new blocks start out as identities), and goes on from its steps;
+its runs stay in the ``stages`` of the JSON, followed by the growth.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...errors import UserError
 from ...progress import Progress
 from ..training import runs as runstore
 from ..training import script
@@ -33,7 +37,7 @@ from . import losses, speech
 from .model import ConvTasNet, ConvTasNetConfig, parameter_count
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded default: small enough for a real-time factor well under 0.05 on 2 cores.
+    # The embedded default's first 16,637 steps: small enough for a real-time factor well under 0.05 on 2 cores.
     "default": dict(N=64, L=16, B=64, H=128, Sc=64, P=3, X=6, R=2, norm="gLN", causal=False),
     # The live-mode model: the same size, cumulative layer norm, causal convolutions.
     "causal": dict(N=64, L=16, B=64, H=128, Sc=64, P=3, X=6, R=2, norm="cLN", causal=True),
@@ -64,7 +68,8 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model for training (about 1.5x faster on a CPU)
     corpus: float = 0.0            # the share of the bank's utterances reading corpus sentences (fortunes)
     resume_lr: float = 0.0         # when resuming: set the learning rate to this (0: keep the saved one)
-    grow_from: str = ""            # start from these (shallower) weights, grown to the preset (model.grow)
+    grow_from: str = ""            # start from these (shallower) weights, grown to the preset (model.grow);
+                                   # the steps go on from theirs (so --max-steps counts their steps too)
 
 
 @dataclass
@@ -98,6 +103,10 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     torch.manual_seed(cfg.seed)
     model_cfg = ConvTasNetConfig(**PRESETS[cfg.preset], mask_act=cfg.mask_act, sample_rate=speech.SAMPLE_RATE)
     model = ConvTasNet(model_cfg)
+    resuming = state_path is not None and state_path.exists()
+    grown_stages = None
+    if cfg.grow_from and not resuming:      # (checked before the bank is built: a mismatch is told at once)
+        model, grown_stages = grown(model_cfg, Path(cfg.grow_from))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     segment = int(cfg.segment_s * speech.SAMPLE_RATE)
     bank = None
@@ -113,7 +122,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     val_mix, val_src = fixed_mixtures(val_bank, cfg.val_mixtures, segment, cfg.seed + 7)
     step, best, bad_checks, elapsed = 0, -math.inf, 0, 0.0
     stages: list[dict] = []        # earlier runs that this one continues (command, config, steps)
-    if state_path is not None and state_path.exists():
+    if resuming:
         from ..checkpoints import load_state_dict_strict, torch_load
 
         state = torch_load(state_path)
@@ -126,11 +135,11 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
                 group["lr"] = cfg.resume_lr
             bad_checks = 0
         stages = list(state.get("stages") or earlier_stage(out, step))
-        yield Progress(None, f"resumed at step {step}")
-    elif cfg.grow_from:
-        model, stages = grown(model_cfg, Path(cfg.grow_from))
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        step = int(stages[-1]["to_step"]) if stages else 0
+        again = " (the state goes on; --grow-from is not used again)" if cfg.grow_from else ""
+        yield Progress(None, f"resumed at step {step}{again}")
+    elif grown_stages is not None:
+        stages = grown_stages
+        step = int(stages[-1]["to_step"])
         yield Progress(None, f"grown from {cfg.grow_from} (step {step})")
     first_step = step
     batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step, speed=cfg.speed)
@@ -263,6 +272,7 @@ def grown(model_cfg: ConvTasNetConfig, path: Path) -> tuple[ConvTasNet, list[dic
     data = read_sidecar(path) or {}
     stages = list(data.get("stages") or [])
     steps = int(data.get("steps", stages[-1]["to_step"] if stages else 0))
+    stages = stages or earlier_stage(path, steps)            # weights from before stages were kept
     stages.append({"grown": f"X {small.config.X} -> {model_cfg.X}, R {small.config.R} -> {model_cfg.R}",
                    "from_file": path.name, "from_step": steps, "to_step": steps,
                    "note": "model.grow: the old blocks kept in place, each new block's residual and skip "
@@ -291,6 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--preset must be one of {', '.join(PRESETS)}")
     command = "python -m playground.ml.separation.train " + " ".join(argv if argv is not None else sys.argv[1:])
 
+    try:
+        return _run(cfg, args, command)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(cfg: TrainConfig, args: argparse.Namespace, command: str) -> int:
     gen = train(cfg, None if args.no_run else runstore.RunStore(), Path(args.out) if args.out else None,
                 Path(args.state) if args.state else None, Path(args.cache) if args.cache else None, command)
     return script.run_in_terminal(

@@ -52,6 +52,7 @@ def test_a_file_is_read_block_by_block_with_its_progress(tmp_path, monkeypatch):
     x = tone(440, 8000, 3.0)
     au.write_audio(tmp_path / "long.wav", x, 8000, subtype="FLOAT")
     monkeypatch.setattr(au, "_READ_BLOCK_VALUES", 5000)
+    monkeypatch.setattr(au, "PROGRESS_EVERY_S", 0.0)      # every block (a real read reports 5 times a second)
     gen = au.reading_audio(tmp_path / "long.wav")
     seen = []
     while True:
@@ -64,6 +65,8 @@ def test_a_file_is_read_block_by_block_with_its_progress(tmp_path, monkeypatch):
     assert len(seen) == 5 and [p.fraction for p in seen] == sorted(p.fraction for p in seen)
     assert seen[0].fraction == 5000 / 24000 and seen[-1].fraction == 1.0
     assert seen[-1].text == "Reading long.wav: 3 seconds of 3 seconds"
+    monkeypatch.setattr(au, "PROGRESS_EVERY_S", 3600.0)
+    assert list(au.reading_audio(tmp_path / "long.wav")) == []           # a fast read says nothing
 
 
 def test_flac_round_trip(tmp_path):

@@ -160,9 +160,23 @@ def test_a_grown_model_computes_what_the_small_one_did_then_can_learn_more(causa
     assert new.skip_conv.weight.grad.abs().sum() > 0
 
 
+def test_a_torchaudio_style_small_model_without_a_last_residual_grows_exactly_too():
+    torch.manual_seed(2)
+    small = ConvTasNet(ConvTasNetConfig(**TINY), last_residual=False).eval()
+    assert small.separator.blocks[-1].res_conv is None
+    big = grow(small, ConvTasNetConfig(**{**TINY, "X": 4})).eval()
+    # small's last block (repeat 1, d=4) sits mid-stack now: its new residual output starts at zero
+    assert not big.separator.blocks[6].res_conv.weight.any()
+    x = torch.randn(1, 300)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), rtol=0, atol=1e-6)
+
+
 def test_a_model_grows_only_in_depth():
     small = ConvTasNet(ConvTasNetConfig(**TINY))
-    with pytest.raises(ValueError, match="H"):
+    with pytest.raises(UserError, match="H"):
         grow(small, ConvTasNetConfig(**{**TINY, "H": 24}))
-    with pytest.raises(ValueError, match="shrink"):
+    with pytest.raises(UserError, match="shrink"):
         grow(small, ConvTasNetConfig(**{**TINY, "X": 2}))
+    with pytest.raises(UserError, match="Nothing to grow"):
+        grow(small, ConvTasNetConfig(**TINY))
