@@ -41,17 +41,13 @@ from playground.ml.separation.audio import read_audio, resample  # noqa: E402
 from playground.ml.separation.model import ConvTasNet, ConvTasNetConfig, parameter_count  # noqa: E402
 from playground.ml.separation.separate import separate  # noqa: E402
 from playground.paths import RESOURCES  # noqa: E402
+from playground.progress import finish  # noqa: E402
 
 REAL_SPEECH = Path("/usr/share/pocketsphinx/test/data")
 
 
 def run_separate(model, audio: np.ndarray, rate: int) -> np.ndarray:
-    gen = separate(model, audio, rate)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
+    return finish(separate(model, audio, rate))
 
 
 def si_snri(model, mixtures: list[np.ndarray], sources: list[np.ndarray], rate: int,

@@ -220,11 +220,9 @@ def keep_recording(audio: np.ndarray, sample_rate: int, folder: str | os.PathLik
     """Keep a recording safe as ``folder/recording-YYYYmmdd-HHMMSS.wav`` (float WAV, exactly the
     samples), so that nothing recorded is lost when the tab's input changes or the app closes;
     only the newest ``keep`` recordings stay (older ones are removed). Returns the file."""
-    import time as _time
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = _time.strftime("%Y%m%d-%H%M%S", _time.localtime(_time.time() if now is None else now))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
     path, k = folder / f"recording-{stamp}.wav", 1
     while path.exists():
         k += 1

@@ -26,6 +26,18 @@ def tone_bank(n: int = 12, rate: int = speech.SAMPLE_RATE) -> speech.UtteranceBa
     return speech.UtteranceBank(np.concatenate(chunks), starts, speakers, rate)
 
 
+def run_training(gen) -> tuple[list, dict]:
+    """Drive a training generator to its end: (its SepStep items, its result)."""
+    steps = []
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return steps, stop.value
+        if isinstance(item, sep_train.SepStep):
+            steps.append(item)
+
+
 def test_sentences_and_voices_are_reproducible_and_held_out_voices_are_apart():
     a, b = np.random.default_rng(3), np.random.default_rng(3)
     assert [speech.sentence(a) for _ in range(20)] == [speech.sentence(b) for _ in range(20)]
@@ -167,15 +179,7 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
     store = RunStore(tmp_path / "runs")
     out = tmp_path / "model.safetensors"
     state = tmp_path / "state.pt"
-    gen = sep_train.train(cfg, store, out, state, None, command="test")
-    steps = []
-    try:
-        while True:
-            item = next(gen)
-            if isinstance(item, sep_train.SepStep):
-                steps.append(item)
-    except StopIteration as stop:
-        result = stop.value
+    steps, result = run_training(sep_train.train(cfg, store, out, state, None, command="test"))
     assert result["status"] == "finished" and result["steps"] == len(steps) >= 5
     assert np.isfinite(result["val_si_snri"])
     model = loaders.load_separator(out).model
@@ -195,15 +199,8 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
     # Each run is kept as a stage (command, config, steps), and the weights' JSON lists them all.
     cfg3 = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": cfg.minutes + 0.03, "speed": 0.1,
                                     "resume_lr": 3e-4})
-    gen = sep_train.train(cfg3, None, out, state, None, command="second")
-    rates = []
-    try:
-        while True:
-            item = next(gen)
-            if isinstance(item, sep_train.SepStep):
-                rates.append(item.lr)
-    except StopIteration as stop:
-        second = stop.value
+    resumed, second = run_training(sep_train.train(cfg3, None, out, state, None, command="second"))
+    rates = [item.lr for item in resumed]
     assert rates[0] == 3e-4  # the resumed rate, not the saved 1e-3
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert "speed-perturbed by up to 10%" in sidecar["training_data"] and "fortunes" not in sidecar["training_data"]
@@ -230,15 +227,8 @@ def test_a_run_grown_from_smaller_weights_starts_where_they_ended(tmp_path, monk
     cfg = sep_train.TrainConfig(preset="tiny3", batch=4, segment_s=0.25, minutes=0.02, check_every=5,
                                 val_mixtures=4, utterances=24, grow_from=str(small_path))
     out = tmp_path / "big.safetensors"
-    gen = sep_train.train(cfg, None, out, tmp_path / "state.pt", None, command="grow")
-    steps = []
-    try:
-        while True:
-            item = next(gen)
-            if isinstance(item, sep_train.SepStep):
-                steps.append(item.step)
-    except StopIteration as stop:
-        result = stop.value
+    items, result = run_training(sep_train.train(cfg, None, out, tmp_path / "state.pt", None, command="grow"))
+    steps = [item.step for item in items]
     assert steps[0] == 41 and result["steps"] == steps[-1]
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert [s.get("command") for s in sidecar["stages"]] == ["first", None, "grow"]
