@@ -27,7 +27,7 @@ torchaudio's state dicts onto them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -249,24 +249,124 @@ class ConvTasNet(nn.Module):
         return out
 
 
-def grow(small: ConvTasNet, config: ConvTasNetConfig) -> ConvTasNet:
-    """A deeper model (more blocks X and/or repeats R) that computes exactly what ``small`` does.
+WIDTHS = ("N", "B", "H", "Sc")        # the channel counts :func:`widen` can grow
+NORMED = ("N", "H")                   # ... of which a layer norm reads all channels at once
 
-    Net2Net-style growth: every block of ``small`` keeps its place (repeat r, dilation 2**x), and
-    each new block starts with zero residual and skip convolutions, so it passes its input through
-    unchanged and adds nothing to the skips until training teaches it something. Everything else
-    (N, L, B, H, Sc, P, the norm, causality, speakers, mask) must be the same.
+
+def _copies(old: int, new: int) -> Tensor:
+    """Which old channel each of ``new`` channels copies: 0..old-1 first, then again in turn."""
+    return torch.arange(new) % old
+
+
+def _shares(source: Tensor, generator: torch.Generator) -> Tensor:
+    """For each new channel, its share of what its old channel fed forward: the copies of one
+    channel get random shares (0.5 .. 1.5, then normalised) that add up to exactly 1."""
+    raw = 0.5 + torch.rand(len(source), generator=generator, dtype=torch.float64)
+    total = torch.zeros(int(source.max()) + 1, dtype=torch.float64).index_add_(0, source, raw)
+    return (raw / total[source]).float()
+
+
+def widen(small: ConvTasNet, config: ConvTasNetConfig, seed: int = 0) -> ConvTasNet:
+    """A wider model (more N, B, H and/or Sc channels) that computes exactly what ``small`` does.
+
+    Net2Net's "wider" operation: each new channel is a copy of an old one (its incoming weights,
+    bias, norm gain and bias copied), and every layer that reads the copies of a channel gets
+    that channel's outgoing weights split among them in random shares that add up to 1. The sum
+    is unchanged, so the output is too; the shares differ, so the copies get different gradients
+    and learn different things. N and H must be whole multiples of the old counts: a layer norm
+    averages over all channels, and copying each channel the same number of times keeps its mean
+    and variance. Depth and everything else must be the same (:func:`grow` deepens).
     """
     old = small.config
-    same = ("N", "L", "B", "H", "Sc", "P", "norm", "causal", "n_src", "mask_act", "encoder_act", "sample_rate")
+    same = [k for k in fields(config) if k.name not in WIDTHS]
+    differ = [k.name for k in same if getattr(old, k.name) != getattr(config, k.name)]
+    if differ:
+        raise UserError(f"Only N, B, H and Sc can widen; these differ: {', '.join(differ)}.")
+    for k in WIDTHS:
+        a, b = getattr(old, k), getattr(config, k)
+        if b < a:
+            raise UserError(f"Widening cannot shrink: {k} {a} -> {b}.")
+        if k in NORMED and b % a:
+            raise UserError(f"{k} can only widen to a whole multiple of {a} (a layer norm reads all of its "
+                            f"channels), not {b}.")
+    g = torch.Generator().manual_seed(seed)
+    src = {k: _copies(getattr(old, k), getattr(config, k)) for k in WIDTHS}
+    share = {k: _shares(src[k], g) for k in WIDTHS}
+
+    def rows(t: Tensor, k: str) -> Tensor:           # copy a layer's outputs (dim 0)
+        return t.index_select(0, src[k]).clone()
+
+    def cols(t: Tensor, k: str) -> Tensor:           # split a layer's inputs (dim 1) among the copies
+        shape = [1, -1] + [1] * (t.dim() - 2)
+        return (t.index_select(1, src[k]) * share[k].view(shape)).clone()
+
+    def norm(t: Tensor, k: str) -> Tensor:            # gamma, beta [1, C, 1]
+        return t.index_select(1, src[k]).clone()
+
+    last_residual = small.separator.blocks[-1].res_conv is not None
+    big = ConvTasNet(config, last_residual=last_residual)
+    s = small.state_dict()
+    t: dict[str, Tensor] = {}
+    t["encoder.weight"] = rows(s["encoder.weight"], "N")                              # [N, 1, L]
+    t["decoder.weight"] = rows(s["decoder.weight"], "N") * share["N"].view(-1, 1, 1)  # [N, 1, L]: reads N
+    for name in ("gamma", "beta"):
+        t[f"separator.in_norm.{name}"] = norm(s[f"separator.in_norm.{name}"], "N")
+    t["separator.bottleneck.weight"] = rows(cols(s["separator.bottleneck.weight"], "N"), "B")
+    t["separator.bottleneck.bias"] = rows(s["separator.bottleneck.bias"], "B")
+    for j in range(len(small.separator.blocks)):
+        b = f"separator.blocks.{j}."
+        t[b + "in_conv.weight"] = rows(cols(s[b + "in_conv.weight"], "B"), "H")
+        t[b + "in_conv.bias"] = rows(s[b + "in_conv.bias"], "H")
+        t[b + "depthwise.weight"] = rows(s[b + "depthwise.weight"], "H")
+        t[b + "depthwise.bias"] = rows(s[b + "depthwise.bias"], "H")
+        for n in ("norm1", "norm2"):
+            for name in ("gamma", "beta"):
+                t[b + f"{n}.{name}"] = norm(s[b + f"{n}.{name}"], "H")
+        for a in ("act1", "act2"):
+            t[b + f"{a}.weight"] = s[b + f"{a}.weight"].clone()
+        if b + "res_conv.weight" in s:
+            t[b + "res_conv.weight"] = rows(cols(s[b + "res_conv.weight"], "H"), "B")
+            t[b + "res_conv.bias"] = rows(s[b + "res_conv.bias"], "B")
+        t[b + "skip_conv.weight"] = rows(cols(s[b + "skip_conv.weight"], "H"), "Sc")
+        t[b + "skip_conv.bias"] = rows(s[b + "skip_conv.bias"], "Sc")
+    t["separator.out_act.weight"] = s["separator.out_act.weight"].clone()
+    # out_conv's outputs are C masks of N channels each: copy within each speaker's block of N.
+    c, n_old, n_new = old.n_src, old.N, config.N
+    speaker_rows = (torch.arange(c)[:, None] * n_old + src["N"][None, :]).reshape(-1)   # [C * N_new]
+    out_w = cols(s["separator.out_conv.weight"], "Sc")
+    t["separator.out_conv.weight"] = out_w.index_select(0, speaker_rows).clone()
+    t["separator.out_conv.bias"] = s["separator.out_conv.bias"].index_select(0, speaker_rows).clone()
+    assert len(speaker_rows) == c * n_new
+    big.load_state_dict(t)
+    return big
+
+
+def grow(small: ConvTasNet, config: ConvTasNetConfig) -> ConvTasNet:
+    """A bigger model (deeper: more blocks X and/or repeats R; wider: more N, B, H, Sc channels)
+    that computes exactly what ``small`` does.
+
+    Net2Net-style growth. Wider first (:func:`widen`), then deeper: every block of ``small``
+    keeps its place (repeat r, dilation 2**x), and each new block starts with zero residual and
+    skip convolutions, so it passes its input through unchanged and adds nothing to the skips
+    until training teaches it something. Everything else (L, P, the norm, causality, speakers,
+    mask) must be the same.
+    """
+    old = small.config
+    same = ("L", "P", "norm", "causal", "n_src", "mask_act", "encoder_act", "sample_rate")
     differ = [k for k in same if getattr(old, k) != getattr(config, k)]
     if differ:
-        raise UserError(f"Only X and R can grow; these differ: {', '.join(differ)}.")
+        raise UserError(f"Only X, R, N, B, H and Sc can grow; these differ: {', '.join(differ)}.")
     if config.X < old.X or config.R < old.R:
         raise UserError(f"Growth cannot shrink: X {old.X} -> {config.X}, R {old.R} -> {config.R}.")
-    if (config.X, config.R) == (old.X, old.R):
-        raise UserError(f"Nothing to grow: the model already has X={old.X}, R={old.R} (to go on training it, "
+    keys = ("X", "R") + WIDTHS
+    if all(getattr(config, k) == getattr(old, k) for k in keys):
+        raise UserError(f"Nothing to grow: the model already has {describe(old)} (to go on training it, "
                         "resume its --state instead).")
+    if any(getattr(config, k) != getattr(old, k) for k in WIDTHS):
+        small = widen(small, replace(old, **{k: getattr(config, k) for k in WIDTHS})).eval()
+        old = small.config
+        if (config.X, config.R) == (old.X, old.R):
+            return small
     big = ConvTasNet(config)
     target = big.state_dict()
     for key, value in small.state_dict().items():
@@ -284,6 +384,11 @@ def grow(small: ConvTasNet, config: ConvTasNetConfig) -> ConvTasNet:
                     target[f"separator.blocks.{j}.{conv}.{name}"].zero_()
     big.load_state_dict(target)
     return big
+
+
+def describe(config: ConvTasNetConfig) -> str:
+    """``X=8, R=2, N=64, B=64, H=128, Sc=64``: the sizes :func:`grow` can change."""
+    return ", ".join(f"{k}={getattr(config, k)}" for k in ("X", "R") + WIDTHS)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -10,8 +10,9 @@ synthesised utterances. The run is written as a Training-tab run (its loss curve
 validation SI-SNRi as "val_loss" with the sign flipped so lower is better), its state is
 kept every few minutes in ``--state`` so that a stopped run continues where it was, and
 the final (or stopped) weights go to ``--out`` with the command, config and seed beside them.
-``--grow-from weights.safetensors`` starts from a shallower model's weights, deepened to the
-preset by :func:`.model.grow` (new blocks start out as identities), and goes on from its steps;
+``--grow-from weights.safetensors`` starts from a smaller model's weights, grown to the preset
+by :func:`.model.grow` (wider channels start out as split copies, new blocks as identities,
+so the output is unchanged), and goes on from its steps;
 its runs stay in the ``stages`` of the JSON, followed by the growth.
 """
 
@@ -44,6 +45,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The default grown deeper (X 6 -> 8, ``--grow-from`` the default's weights): a receptive field of
     # 1.0 s instead of 0.25 s for 1.3x the compute.
     "default-x8": dict(N=64, L=16, B=64, H=128, Sc=64, P=3, X=8, R=2, norm="gLN", causal=False),
+    # default-x8 grown wider (``--grow-from`` its weights): 4x the encoder's filters, 1.5x the bottleneck,
+    # 2x the skips. These widths cost little time (H, read by every norm and PReLU, stays 128).
+    "default-wide": dict(N=256, L=16, B=96, H=128, Sc=128, P=3, X=8, R=2, norm="gLN", causal=False),
     # The paper's best configuration (Table II).
     "paper": dict(),
 }
@@ -68,7 +72,7 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model for training (about 1.5x faster on a CPU)
     corpus: float = 0.0            # the share of the bank's utterances reading corpus sentences (fortunes)
     resume_lr: float = 0.0         # when resuming: set the learning rate to this (0: keep the saved one)
-    grow_from: str = ""            # start from these (shallower) weights, grown to the preset (model.grow);
+    grow_from: str = ""            # start from these (smaller) weights, grown to the preset (model.grow);
                                    # the steps go on from theirs (so --max-steps counts their steps too)
 
 
@@ -266,16 +270,19 @@ def grown(model_cfg: ConvTasNetConfig, path: Path) -> tuple[ConvTasNet, list[dic
     """The weights at ``path`` grown to ``model_cfg`` (:func:`.model.grow`), and the stages that made them."""
     from ..checkpoints import read_sidecar
     from .loaders import read_separator_file
-    from .model import grow
+    from .model import WIDTHS, grow
 
     small = read_separator_file(path)
     data = read_sidecar(path) or {}
     stages = list(data.get("stages") or [])
     steps = int(data.get("steps", stages[-1]["to_step"] if stages else 0))
     stages = stages or earlier_stage(path, steps)            # weights from before stages were kept
-    stages.append({"grown": f"X {small.config.X} -> {model_cfg.X}, R {small.config.R} -> {model_cfg.R}",
+    changed = [k for k in WIDTHS if getattr(small.config, k) != getattr(model_cfg, k)]   # (X, R always told)
+    sizes = ", ".join(f"{k} {getattr(small.config, k)} -> {getattr(model_cfg, k)}" for k in ["X", "R", *changed])
+    stages.append({"grown": sizes,
                    "from_file": path.name, "from_step": steps, "to_step": steps,
-                   "note": "model.grow: the old blocks kept in place, each new block's residual and skip "
+                   "note": "model.grow: new channels copy old ones (their outputs split in random shares that "
+                           "add up to 1), the old blocks kept in place, each new block's residual and skip "
                            "convolutions zero, so the grown model starts out computing the same output"})
     return grow(small, model_cfg), stages
 

@@ -14,6 +14,7 @@ from playground.ml.separation.model import (
     GlobalLayerNorm,
     grow,
     parameter_count,
+    widen,
 )
 
 TINY = dict(N=16, L=4, B=8, H=12, Sc=6, P=3, X=3, R=2)
@@ -172,11 +173,51 @@ def test_a_torchaudio_style_small_model_without_a_last_residual_grows_exactly_to
         torch.testing.assert_close(big(x), small(x), rtol=0, atol=1e-6)
 
 
-def test_a_model_grows_only_in_depth():
+def test_a_model_grows_only_in_size():
     small = ConvTasNet(ConvTasNetConfig(**TINY))
-    with pytest.raises(UserError, match="H"):
-        grow(small, ConvTasNetConfig(**{**TINY, "H": 24}))
+    with pytest.raises(UserError, match="L"):
+        grow(small, ConvTasNetConfig(**{**TINY, "L": 8}))
     with pytest.raises(UserError, match="shrink"):
         grow(small, ConvTasNetConfig(**{**TINY, "X": 2}))
+    with pytest.raises(UserError, match="shrink: B 8 -> 6"):
+        grow(small, ConvTasNetConfig(**{**TINY, "B": 6}))
+    with pytest.raises(UserError, match="whole multiple of 12"):      # H is read whole by gLN
+        grow(small, ConvTasNetConfig(**{**TINY, "H": 18}))
     with pytest.raises(UserError, match="Nothing to grow"):
         grow(small, ConvTasNetConfig(**TINY))
+    with pytest.raises(UserError, match="X"):                          # widen leaves depth to grow
+        widen(small, ConvTasNetConfig(**{**TINY, "X": 4}))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("last_residual", [True, False])
+def test_a_widened_model_computes_what_the_narrow_one_did_and_its_copies_learn_apart(causal, last_residual):
+    torch.manual_seed(3)
+    norm = "cLN" if causal else "gLN"
+    small = ConvTasNet(ConvTasNetConfig(**TINY, norm=norm, causal=causal), last_residual=last_residual).eval()
+    for p in small.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    wide = ConvTasNetConfig(**{**TINY, "N": 48, "B": 11, "H": 24, "Sc": 9}, norm=norm, causal=causal)
+    big = grow(small, ConvTasNetConfig(**{**wide.to_dict(), "X": 4})).eval()       # wider and deeper at once
+    assert big.config.N == 48 and len(big.separator.blocks) == 8
+    x = torch.randn(2, 300)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), rtol=0, atol=1e-5)
+    # Channel 16 + 3 copies channel 3 of the encoder; what reads them (the decoder) is split unevenly.
+    w = widen(small, wide)
+    torch.testing.assert_close(w.encoder.weight[19], small.encoder.weight[3])
+    torch.testing.assert_close(w.decoder.weight[[3, 19, 35]].sum(0), small.decoder.weight[3])
+    assert not torch.allclose(w.decoder.weight[3], w.decoder.weight[19])
+    # ... so one step of training moves the copies apart.
+    w.train()
+    opt = torch.optim.SGD(w.parameters(), lr=0.1)
+    w(x).square().mean().backward()
+    opt.step()
+    assert not torch.allclose(w.encoder.weight[3], w.encoder.weight[19])
+    # Each speaker's mask over the new channels copies its own old channel, not the other speaker's.
+    with torch.no_grad():
+        _, _, masks_small = small(x, return_masks=True)
+        _, _, masks_wide = widen(small, wide)(x, return_masks=True)
+    torch.testing.assert_close(masks_wide[:, :, 16 + 5], masks_small[:, :, 5], rtol=0, atol=1e-5)
+
+

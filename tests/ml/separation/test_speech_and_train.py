@@ -221,7 +221,7 @@ def test_a_run_grown_from_smaller_weights_starts_where_they_ended(tmp_path, monk
     bank = tone_bank(24)
     monkeypatch.setattr(speech, "build_bank", lambda config, cache_dir=None: iter([bank]))
     torch.manual_seed(1)
-    small = ConvTasNet(ConvTasNetConfig(N=16, L=8, B=8, H=16, Sc=8, P=3, X=2, R=1))
+    small = ConvTasNet(ConvTasNetConfig(N=8, L=8, B=8, H=16, Sc=8, P=3, X=2, R=1))
     earlier = [{"command": "first", "from_step": 0, "to_step": 40}]
     small_path = loaders.save_separator(tmp_path / "small.safetensors", small, {"steps": 40, "stages": earlier})
     cfg = sep_train.TrainConfig(preset="tiny3", batch=4, segment_s=0.25, minutes=0.02, check_every=5,
@@ -232,7 +232,7 @@ def test_a_run_grown_from_smaller_weights_starts_where_they_ended(tmp_path, monk
     assert steps[0] == 41 and result["steps"] == steps[-1]
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert [s.get("command") for s in sidecar["stages"]] == ["first", None, "grow"]
-    assert sidecar["stages"][1]["grown"] == "X 2 -> 3, R 1 -> 1" and sidecar["stages"][2]["from_step"] == 40
+    assert sidecar["stages"][1]["grown"] == "X 2 -> 3, R 1 -> 1, N 8 -> 16" and sidecar["stages"][2]["from_step"] == 40
     assert loaders.load_separator(out).model.config.X == 3
 
 
