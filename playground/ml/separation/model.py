@@ -331,12 +331,11 @@ def widen(small: ConvTasNet, config: ConvTasNetConfig, seed: int = 0) -> ConvTas
         t[b + "skip_conv.bias"] = rows(s[b + "skip_conv.bias"], "Sc")
     t["separator.out_act.weight"] = s["separator.out_act.weight"].clone()
     # out_conv's outputs are C masks of N channels each: copy within each speaker's block of N.
-    c, n_old, n_new = old.n_src, old.N, config.N
-    speaker_rows = (torch.arange(c)[:, None] * n_old + src["N"][None, :]).reshape(-1)   # [C * N_new]
+    c, n_old = old.n_src, old.N
+    speaker_rows = (torch.arange(c)[:, None] * n_old + src["N"][None, :]).reshape(-1)  # [C * N_new]
     out_w = cols(s["separator.out_conv.weight"], "Sc")
     t["separator.out_conv.weight"] = out_w.index_select(0, speaker_rows).clone()
     t["separator.out_conv.bias"] = s["separator.out_conv.bias"].index_select(0, speaker_rows).clone()
-    assert len(speaker_rows) == c * n_new
     big.load_state_dict(t)
     return big
 
@@ -363,7 +362,7 @@ def grow(small: ConvTasNet, config: ConvTasNetConfig) -> ConvTasNet:
         raise UserError(f"Nothing to grow: the model already has {describe(old)} (to go on training it, "
                         "resume its --state instead).")
     if any(getattr(config, k) != getattr(old, k) for k in WIDTHS):
-        small = widen(small, replace(old, **{k: getattr(config, k) for k in WIDTHS})).eval()
+        small = widen(small, replace(old, **{k: getattr(config, k) for k in WIDTHS}))
         old = small.config
         if (config.X, config.R) == (old.X, old.R):
             return small
