@@ -13,9 +13,17 @@ offline corpus, Debian's ``fortunes`` (:func:`corpus_sentences`), the rest sente
 grammar. The corpus is split in two halves by a hash of each sentence, one to train on and
 one held out.
 
+Random variants (``BankConfig.random_variants``): a share of the training utterances speak
+with a voice no file has, a training variant whose formants are moved together by a random
+vocal-tract-length factor and one by one by a little more, its pitch, voicing, consonants,
+tone and echo scaled and its flutter and roughness redrawn (:func:`perturbed_variant`): every
+such utterance is a new speaker. espeak-ng reads it from a data folder of our own
+(:func:`_variant_data_dir`: the system's data linked in, and a ``voices/!v`` of the new files).
+
 Held out for the test figure: a few variants and one flite voice never used in training
 (:data:`HELD_OUT_VARIANTS`, :data:`HELD_OUT_FLITE`), the held-out half of the corpus, and
-grammar sentences from another seed.
+grammar sentences from another seed. Random variants are only made from training variants,
+never for a held-out bank.
 """
 
 from __future__ import annotations
@@ -119,6 +127,7 @@ class Voice:
     pitch: int = 50     # espeak -p 0..99
     speed: int = 175    # espeak -s words per minute
     gap: int = 0        # espeak -g extra pause between words (10 ms units)
+    variant: str = ""   # a random variant's file text (its file name is in ``name``, after "+")
 
     @property
     def speaker(self) -> str:
@@ -133,14 +142,103 @@ def tts_available() -> str | None:
     return None
 
 
-def random_voice(rng: np.random.Generator, held_out: bool = False) -> Voice:
+def random_voice(rng: np.random.Generator, held_out: bool = False, random_variants: float = 0.0) -> Voice:
+    """A voice to speak one utterance; with ``random_variants`` > 0 (training banks only), that
+    share of the espeak-ng voices get a new variant made from a training one (:func:`perturbed_variant`)."""
     variants = HELD_OUT_VARIANTS if held_out else TRAIN_VARIANTS
     flite = HELD_OUT_FLITE if held_out else TRAIN_FLITE
     if shutil.which("flite") is not None and rng.random() < 0.15:
         return Voice("flite", str(rng.choice(flite)))
-    name = f"{rng.choice(ESPEAK_VOICES)}+{rng.choice(variants)}"
-    return Voice("espeak", name, pitch=int(rng.integers(15, 86)), speed=int(rng.integers(130, 221)),
-                 gap=int(rng.integers(0, 4)))
+    accent, variant = str(rng.choice(ESPEAK_VOICES)), str(rng.choice(variants))
+    text = ""
+    if random_variants > 0 and not held_out and rng.random() < random_variants:
+        text = perturbed_variant(stock_variant(variant), rng)
+        variant = "rv-" + hashlib.sha1(text.encode()).hexdigest()[:12]
+    return Voice("espeak", f"{accent}+{variant}", pitch=int(rng.integers(15, 86)),
+                 speed=int(rng.integers(130, 221)), gap=int(rng.integers(0, 4)), variant=text)
+
+
+@functools.lru_cache(maxsize=1)
+def espeak_data() -> Path | None:
+    """espeak-ng's data folder (``espeak-ng --version`` says where), or None."""
+    try:
+        out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"Data at:\s*(\S.*)$", out.strip())
+    return Path(found.group(1).strip()) if found else None
+
+
+@functools.lru_cache(maxsize=256)
+def stock_variant(name: str) -> str:
+    """The text of one of espeak-ng's variant files (empty when it has none of that name)."""
+    data = espeak_data()
+    path = data / "voices" / "!v" / name if data is not None else None
+    try:
+        return path.read_text(errors="replace") if path is not None else ""
+    except OSError:
+        return ""
+
+
+def perturbed_variant(base: str, rng: np.random.Generator) -> str:
+    """A new espeak-ng variant file made from ``base`` (a variant file's text): every formant's
+    frequency times one vocal-tract-length factor (0.85 to 1.18) and its own factor (0.93 to 1.07),
+    heights and widths times 0.75 to 1.3; pitch times 0.8 to 1.25; voicing, consonants, tone and
+    echo amounts times 0.7 to 1.4; flutter and roughness drawn anew. Lines it does not know stay."""
+    tract = rng.uniform(0.85, 1.18)
+
+    def scaled(value: str, lo: float, hi: float) -> str:
+        return str(max(int(round(float(value) * rng.uniform(lo, hi))), 0))
+
+    lines, formants = ["language variant", "name random"], set()
+    for raw in base.splitlines():
+        words = raw.split("//")[0].split()
+        if not words or words[0] in ("language", "name", "flutter", "roughness"):
+            continue
+        key, nums = words[0], words[1:]
+        if not all(re.fullmatch(r"-?\d+", n) for n in nums):
+            lines.append(" ".join(words))
+            continue
+        if key == "formant" and len(nums) >= 4:
+            formants.add(int(nums[0]))
+            freq = "0" if nums[1] == "0" else str(int(round(int(nums[1]) * tract * rng.uniform(0.93, 1.07))))
+            nums = [nums[0], freq, scaled(nums[2], 0.75, 1.3), scaled(nums[3], 0.75, 1.3), *nums[4:]]
+        elif key == "pitch" and len(nums) == 2:
+            factor = rng.uniform(0.8, 1.25)
+            nums = [str(int(round(int(n) * factor))) for n in nums]
+        elif key in ("voicing", "consonants"):
+            nums = [scaled(n, 0.7, 1.4) for n in nums]
+        elif key in ("tone", "echo"):      # tone: frequency, amplitude pairs; echo: delay, amplitude
+            nums = [n if k % 2 == 0 else scaled(n, 0.7, 1.4) for k, n in enumerate(nums)]
+        lines.append(" ".join([key, *nums]))
+    for k in range(1, 6):                  # a variant that keeps the default formants still gets a tract
+        if k not in formants:
+            lines.append(f"formant {k} {int(round(100 * tract * rng.uniform(0.93, 1.07)))} 100 100")
+    lines.append(f"flutter {int(rng.integers(0, 16))}")
+    lines.append(f"roughness {int(rng.integers(0, 5))}")
+    return "\n".join(lines) + "\n"
+
+
+@functools.lru_cache(maxsize=1)
+def _variant_data_dir() -> Path:
+    """A data folder for espeak-ng's ``--path``: the system's data linked in, with an empty
+    ``voices/!v`` for random variants (removed when the process ends)."""
+    import atexit
+
+    data = espeak_data()
+    if data is None or not data.is_dir():
+        raise UserError("espeak-ng's data folder was not found (espeak-ng --version names none).")
+    root = Path(tempfile.mkdtemp(prefix="espeak-variants-"))
+    atexit.register(shutil.rmtree, root, True)
+    mine = root / "espeak-ng-data"
+    (mine / "voices" / "!v").mkdir(parents=True)
+    for item in data.iterdir():
+        if item.name != "voices":
+            (mine / item.name).symlink_to(item)
+    for item in (data / "voices").iterdir():
+        if item.name != "!v":
+            (mine / "voices" / item.name).symlink_to(item)
+    return root
 
 
 def synthesise(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -150,9 +248,15 @@ def synthesise(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE) -> np.nd
 
     with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
         out = Path(tmp) / "u.wav"
+        variant_file = None
         if voice.engine == "espeak":
             cmd = ["espeak-ng", "-v", voice.name, "-p", str(voice.pitch), "-s", str(voice.speed),
                    "-g", str(voice.gap), "-w", str(out), text]
+            if voice.variant:
+                root = _variant_data_dir()
+                variant_file = root / "espeak-ng-data" / "voices" / "!v" / voice.name.split("+", 1)[1]
+                variant_file.write_text(voice.variant)
+                cmd[1:1] = [f"--path={root}"]
         else:
             cmd = ["flite", "-voice", voice.name, "-t", text, "-o", str(out)]
         try:
@@ -162,6 +266,9 @@ def synthesise(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE) -> np.nd
         except subprocess.CalledProcessError as exc:
             raise UserError(f"{cmd[0]} failed for voice {voice.name}: "
                             f"{exc.stderr.decode(errors='replace').strip()[:200]}") from None
+        finally:
+            if variant_file is not None:
+                variant_file.unlink(missing_ok=True)
         rate, pcm = wavfile.read(out)
         audio = pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm.astype(np.float32)
         if audio.ndim == 2:
@@ -184,11 +291,13 @@ class BankConfig:
     held_out: bool = False
     sample_rate: int = SAMPLE_RATE
     corpus: float = 0.0     # the share of utterances reading a corpus sentence (the rest: the grammar)
+    random_variants: float = 0.0   # the share of espeak-ng voices given a new random variant (training only)
 
     def key(self) -> str:
         fields = asdict(self)
-        if not self.corpus:
-            del fields["corpus"]      # banks made before there was a corpus keep their key
+        for name in ("corpus", "random_variants"):
+            if not fields[name]:
+                del fields[name]      # banks made before there was such a setting keep their key
         text = json.dumps(fields, sort_keys=True) + "|v1"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -236,7 +345,7 @@ def build_bank(config: BankConfig, cache_dir: Path | None = None) -> Iterator[Pr
     texts = corpus_sentences(config.held_out) if config.corpus > 0 else ()
     chunks, speakers, starts = [], [], [0]
     for k in range(config.utterances):
-        voice = random_voice(rng, held_out=config.held_out)
+        voice = random_voice(rng, held_out=config.held_out, random_variants=config.random_variants)
         if texts and rng.random() < config.corpus:
             text = str(texts[int(rng.integers(len(texts)))])
         else:

@@ -13,7 +13,9 @@ the final (or stopped) weights go to ``--out`` with the command, config and seed
 ``--grow-from weights.safetensors`` starts from a smaller model's weights, grown to the preset
 by :func:`.model.grow` (wider channels start out as split copies, new blocks as identities,
 so the output is unchanged), and goes on from its steps;
-its runs stay in the ``stages`` of the JSON, followed by the growth.
+its runs stay in the ``stages`` of the JSON, followed by the growth. ``--init-from`` does the same
+for weights of the preset's own size (a new run, with a new optimiser and new data, that fine-tunes
+shipped weights when their state file is gone).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class TrainConfig:
     resume_lr: float = 0.0         # when resuming: set the learning rate to this (0: keep the saved one)
     grow_from: str = ""            # start from these (smaller) weights, grown to the preset (model.grow);
                                    # the steps go on from theirs (so --max-steps counts their steps too)
+    init_from: str = ""            # start from these weights of the preset's size; the steps go on from theirs
+    random_variants: float = 0.0   # the share of the bank's espeak-ng voices given a new random variant
 
 
 @dataclass
@@ -109,12 +113,17 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     model = ConvTasNet(model_cfg)
     resuming = state_path is not None and state_path.exists()
     grown_stages = None
+    if cfg.grow_from and cfg.init_from:
+        raise UserError("Give --grow-from or --init-from, not both.")
     if cfg.grow_from and not resuming:      # (checked before the bank is built: a mismatch is told at once)
         model, grown_stages = grown(model_cfg, Path(cfg.grow_from))
+    elif cfg.init_from and not resuming:
+        model, grown_stages = started_from(model_cfg, Path(cfg.init_from))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     segment = int(cfg.segment_s * speech.SAMPLE_RATE)
     bank = None
-    for item in speech.build_bank(speech.BankConfig(cfg.utterances, cfg.seed, corpus=cfg.corpus), cache_dir):
+    bank_config = speech.BankConfig(cfg.utterances, cfg.seed, corpus=cfg.corpus, random_variants=cfg.random_variants)
+    for item in speech.build_bank(bank_config, cache_dir):
         if isinstance(item, Progress):
             yield item
         else:
@@ -139,12 +148,14 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
                 group["lr"] = cfg.resume_lr
             bad_checks = 0
         stages = list(state.get("stages") or earlier_stage(out, step))
-        again = " (the state goes on; --grow-from is not used again)" if cfg.grow_from else ""
+        started = cfg.grow_from or cfg.init_from
+        again = " (the state goes on; --grow-from/--init-from is not used again)" if started else ""
         yield Progress(None, f"resumed at step {step}{again}")
     elif grown_stages is not None:
         stages = grown_stages
         step = int(stages[-1]["to_step"])
-        yield Progress(None, f"grown from {cfg.grow_from} (step {step})")
+        yield Progress(None, f"{'grown' if cfg.grow_from else 'started'} from {cfg.grow_from or cfg.init_from} "
+                             f"(step {step})")
     first_step = step
     batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step, speed=cfg.speed)
     forward = compiled(model) if cfg.compile else model
@@ -241,7 +252,10 @@ def training_data(cfg: TrainConfig) -> str:
     if cfg.corpus > 0:
         text += f" and, for {cfg.corpus:.0%} of the utterances, the training half of Debian's fortunes sentences"
     speed = f", half the sources speed-perturbed by up to {cfg.speed:.0%}" if cfg.speed > 0 else ""
-    return f"two-speaker mixtures of espeak-ng and flite voices reading {text}, synthesised offline{speed}"
+    variants = (f" ({cfg.random_variants:.0%} of the espeak-ng voices with a new random variant made from a "
+                "training one)" if cfg.random_variants > 0 else "")
+    return (f"two-speaker mixtures of espeak-ng and flite voices{variants} reading {text}, "
+            f"synthesised offline{speed}")
 
 
 def this_stage(command: str, cfg: TrainConfig, first_step: int, step: int) -> dict:
@@ -266,17 +280,36 @@ def earlier_stage(out: Path | None, step: int) -> list[dict]:
              "to_step": step, "note": "read back from the weights' JSON (kept before stages were recorded)"}]
 
 
-def grown(model_cfg: ConvTasNetConfig, path: Path) -> tuple[ConvTasNet, list[dict]]:
-    """The weights at ``path`` grown to ``model_cfg`` (:func:`.model.grow`), and the stages that made them."""
+def earlier_weights(path: Path) -> tuple[ConvTasNet, list[dict], int]:
+    """The weights at ``path``, the stages that made them and their step count."""
     from ..checkpoints import read_sidecar
     from .loaders import read_separator_file
-    from .model import WIDTHS, grow
 
     small = read_separator_file(path)
     data = read_sidecar(path) or {}
     stages = list(data.get("stages") or [])
     steps = int(data.get("steps", stages[-1]["to_step"] if stages else 0))
-    stages = stages or earlier_stage(path, steps)            # weights from before stages were kept
+    return small, stages or earlier_stage(path, steps), steps     # (weights from before stages were kept)
+
+
+def started_from(model_cfg: ConvTasNetConfig, path: Path) -> tuple[ConvTasNet, list[dict]]:
+    """The weights at ``path`` (``--init-from``), which must be of ``model_cfg``'s size, and their stages."""
+    model, stages, steps = earlier_weights(path)
+    if model.config != model_cfg:
+        from .model import describe
+
+        raise UserError(f"--init-from {path.name} is {describe(model.config)}, not the preset's "
+                        f"{describe(model_cfg)} (--grow-from grows smaller weights).")
+    if not stages or stages[-1]["to_step"] != steps:
+        stages.append({"from_file": path.name, "from_step": steps, "to_step": steps})
+    return model, stages
+
+
+def grown(model_cfg: ConvTasNetConfig, path: Path) -> tuple[ConvTasNet, list[dict]]:
+    """The weights at ``path`` grown to ``model_cfg`` (:func:`.model.grow`), and the stages that made them."""
+    from .model import WIDTHS, grow
+
+    small, stages, steps = earlier_weights(path)
     changed = [k for k in WIDTHS if getattr(small.config, k) != getattr(model_cfg, k)]   # (X, R always told)
     sizes = ", ".join(f"{k} {getattr(small.config, k)} -> {getattr(model_cfg, k)}" for k in ["X", "R", *changed])
     stages.append({"grown": sizes,

@@ -258,3 +258,126 @@ def test_boolean_settings_read_yes_and_no():
     assert parser.parse_args([]).compile is False
     with pytest.raises(SystemExit):
         parser.parse_args(["--compile", "maybe"])
+
+
+BASE_VARIANT = """language variant
+name base
+gender male 70
+pitch 75 109   // a comment
+flutter 5
+formant 1  97 100 100
+formant 2  90  95 120
+formant 6   0   0   0
+voicing 150
+tone 600 255 1200 100
+stressAdd 0 0 -10 -10 0 0 10 40
+breathw 150 150 200 200
+"""
+
+
+def parsed(text: str) -> dict[str, list[list[int]]]:
+    lines: dict[str, list[list[int]]] = {}
+    for raw in text.splitlines():
+        words = raw.split()
+        if words and words[0] not in ("language", "name", "gender"):
+            lines.setdefault(words[0], []).append([int(w) for w in words[1:]])
+    return lines
+
+
+def test_a_perturbed_variant_moves_formants_pitch_and_voice_quality_within_their_ranges():
+    seen_tracts = []
+    for seed in range(30):
+        text = speech.perturbed_variant(BASE_VARIANT, np.random.default_rng(seed))
+        assert text == speech.perturbed_variant(BASE_VARIANT, np.random.default_rng(seed))  # reproducible
+        lines = parsed(text)
+        formants = {f[0]: f[1:] for f in lines["formant"]}
+        assert sorted(formants) == [1, 2, 3, 4, 5, 6]       # 3..5 added (default 100), 6 kept
+        assert formants[6] == [0, 0, 0]                      # a switched-off formant stays off
+        ratio1, ratio2 = formants[1][0] / 97, formants[2][0] / 90
+        assert 0.85 * 0.93 - 0.01 <= ratio1 <= 1.18 * 1.07 + 0.01
+        assert abs(ratio1 / ratio2 - 1) < 0.16                # one tract factor moves them together
+        assert 0.75 * 95 - 1 <= formants[2][1] <= 1.3 * 95 + 1 and 0.75 * 120 - 1 <= formants[2][2] <= 1.3 * 120 + 1
+        seen_tracts.append(formants[3][0] / 100)
+        low, high = lines["pitch"][0]
+        assert abs(low / 75 - high / 109) < 0.02 and 0.79 <= low / 75 <= 1.26
+        assert 0.7 * 150 - 1 <= lines["voicing"][0][0] <= 1.4 * 150 + 1
+        tone = lines["tone"][0]
+        assert tone[0::2] == [600, 1200] and 0.7 * 100 - 1 <= tone[3] <= 1.4 * 100 + 1   # frequencies kept
+        assert lines["stressAdd"] == [[0, 0, -10, -10, 0, 0, 10, 40]]                       # unknown lines kept
+        assert len(lines["flutter"]) == 1 and 0 <= lines["flutter"][0][0] <= 15
+        assert 0 <= lines["roughness"][0][0] <= 4
+        assert "comment" not in text
+    assert max(seen_tracts) - min(seen_tracts) > 0.2         # voices of different size
+
+
+def test_random_variants_are_for_training_banks_only_and_each_is_a_new_speaker(monkeypatch):
+    monkeypatch.setattr(speech, "stock_variant", lambda name: BASE_VARIANT)
+    rng = np.random.default_rng(0)
+    voices = [speech.random_voice(rng, random_variants=1.0) for _ in range(40)]
+    espeak = [v for v in voices if v.engine == "espeak"]
+    assert espeak and all(v.variant and v.name.split("+")[1].startswith("rv-") for v in espeak)
+    assert len({v.speaker for v in espeak}) == len(espeak)
+    held = [speech.random_voice(rng, held_out=True, random_variants=1.0) for _ in range(40)]
+    assert all(not v.variant and v.name.split("+")[-1] in speech.HELD_OUT_VARIANTS + speech.HELD_OUT_FLITE
+               for v in held)
+    # With no random variants, a bank's voices (and its cache key) are what they were before the setting.
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    assert [speech.random_voice(a) for _ in range(30)] == [speech.random_voice(b, random_variants=0.0)
+                                                           for _ in range(30)]
+    assert speech.BankConfig(10, 3, random_variants=0.0).key() == speech.BankConfig(10, 3).key()
+    assert speech.BankConfig(10, 3, random_variants=0.5).key() != speech.BankConfig(10, 3).key()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_espeak_speaks_with_a_random_variant_file():
+    def centroid(audio: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(audio))
+        return float((spectrum * np.fft.rfftfreq(len(audio))).sum() / spectrum.sum())
+
+    text = "the old man found a red bicycle near the river."
+    stock = speech.Voice("espeak", "en-us+m1")
+    plain = centroid(speech.synthesise(text, stock))
+    moved = {}
+    for tract in (0.8, 1.2):
+        body = "language variant\nname t\n" + "".join(f"formant {k} {int(100 * tract)} 100 100\n" for k in range(1, 9))
+        voice = speech.Voice("espeak", f"en-us+rv-test{int(tract * 10)}", variant=body)
+        moved[tract] = centroid(speech.synthesise(text, voice))
+    assert moved[0.8] < plain < moved[1.2]          # a longer tract, lower formants; a shorter, higher
+    assert not any((speech._variant_data_dir() / "espeak-ng-data" / "voices" / "!v").iterdir())  # files removed
+    assert speech.stock_variant("m1").startswith("language variant")
+    assert speech.stock_variant("no-such-variant") == ""
+
+
+def test_a_run_started_from_weights_of_its_size_goes_on_from_their_steps(tmp_path, monkeypatch):
+    from playground.errors import UserError
+    from playground.ml.separation import loaders
+    from playground.ml.separation.model import ConvTasNet, ConvTasNetConfig
+
+    shape = dict(N=8, L=8, B=8, H=16, Sc=8, P=3, X=2, R=1)
+    monkeypatch.setitem(sep_train.PRESETS, "tiny2", shape)
+    bank = tone_bank(24)
+    monkeypatch.setattr(speech, "build_bank", lambda config, cache_dir=None: iter([bank]))
+    torch.manual_seed(1)
+    earlier = ConvTasNet(ConvTasNetConfig(**shape))
+    path = loaders.save_separator(tmp_path / "earlier.safetensors", earlier,
+                                  {"steps": 30, "stages": [{"command": "first", "from_step": 0, "to_step": 30}]})
+    cfg = sep_train.TrainConfig(preset="tiny2", batch=4, segment_s=0.25, minutes=0.02, check_every=5,
+                                val_mixtures=4, utterances=24, init_from=str(path), random_variants=0.5)
+    out = tmp_path / "tuned.safetensors"
+    gen = sep_train.train(cfg, None, out, tmp_path / "state.pt", None, command="tune")
+    first = next(item for item in gen if isinstance(item, sep_train.SepStep))
+    gen.close()
+    cfg = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": 0.02})
+    items, result = run_training(sep_train.train(cfg, None, out, tmp_path / "state2.pt", None, command="tune"))
+    assert first.step == 31 and items[0].step == 31 and result["steps"] == items[-1].step
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert [s["command"] for s in sidecar["stages"]] == ["first", "tune"]
+    assert sidecar["stages"][1]["from_step"] == 30 and sidecar["train_config"]["init_from"] == str(path)
+    assert "random variant" in sidecar["training_data"]
+    # Weights of another size, or both ways of starting, are refused in one line.
+    bad = sep_train.TrainConfig(**{**cfg.__dict__, "preset": "default"})
+    with pytest.raises(UserError, match="not the preset's"):
+        next(sep_train.train(bad, None, None, None, None))
+    both = sep_train.TrainConfig(**{**cfg.__dict__, "grow_from": str(path)})
+    with pytest.raises(UserError, match="not both"):
+        next(sep_train.train(both, None, None, None, None))
