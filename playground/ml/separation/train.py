@@ -112,13 +112,13 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
     model_cfg = ConvTasNetConfig(**PRESETS[cfg.preset], mask_act=cfg.mask_act, sample_rate=speech.SAMPLE_RATE)
     model = ConvTasNet(model_cfg)
     resuming = state_path is not None and state_path.exists()
-    grown_stages = None
+    earlier_stages = None
     if cfg.grow_from and cfg.init_from:
         raise UserError("Give --grow-from or --init-from, not both.")
     if cfg.grow_from and not resuming:      # (checked before the bank is built: a mismatch is told at once)
-        model, grown_stages = grown(model_cfg, Path(cfg.grow_from))
+        model, earlier_stages = grown(model_cfg, Path(cfg.grow_from))
     elif cfg.init_from and not resuming:
-        model, grown_stages = started_from(model_cfg, Path(cfg.init_from))
+        model, earlier_stages = started_from(model_cfg, Path(cfg.init_from))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     segment = int(cfg.segment_s * speech.SAMPLE_RATE)
     bank = None
@@ -151,8 +151,8 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
         started = cfg.grow_from or cfg.init_from
         again = " (the state goes on; --grow-from/--init-from is not used again)" if started else ""
         yield Progress(None, f"resumed at step {step}{again}")
-    elif grown_stages is not None:
-        stages = grown_stages
+    elif earlier_stages is not None:
+        stages = earlier_stages
         step = int(stages[-1]["to_step"])
         yield Progress(None, f"{'grown' if cfg.grow_from else 'started'} from {cfg.grow_from or cfg.init_from} "
                              f"(step {step})")
@@ -295,11 +295,11 @@ def earlier_weights(path: Path) -> tuple[ConvTasNet, list[dict], int]:
 def started_from(model_cfg: ConvTasNetConfig, path: Path) -> tuple[ConvTasNet, list[dict]]:
     """The weights at ``path`` (``--init-from``), which must be of ``model_cfg``'s size, and their stages."""
     model, stages, steps = earlier_weights(path)
-    if model.config != model_cfg:
-        from .model import describe
-
-        raise UserError(f"--init-from {path.name} is {describe(model.config)}, not the preset's "
-                        f"{describe(model_cfg)} (--grow-from grows smaller weights).")
+    preset = model_cfg.to_dict()
+    differ = [f"{k} {v} (the preset's {preset[k]})" for k, v in model.config.to_dict().items() if preset[k] != v]
+    if differ:
+        raise UserError(f"--init-from {path.name} has {', '.join(differ)}, not the preset's "
+                        "configuration (--grow-from grows smaller weights).")
     if not stages or stages[-1]["to_step"] != steps:
         stages.append({"from_file": path.name, "from_step": steps, "to_step": steps})
     return model, stages
