@@ -375,7 +375,8 @@ def perturb_speed(audio: np.ndarray, factor: float) -> np.ndarray:
 
 
 def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_src: int = 2,
-                 ratio_db: float = 5.0, speed: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                 ratio_db: float = 5.0, speed: float = 0.0,
+                 picked: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One training example: (mixture [T], sources [C, T]) of ``n_src`` different speakers.
 
     Each source is a random stretch of one utterance (padded with silence when shorter,
@@ -383,13 +384,16 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
     random gain in +-``ratio_db``/2 dB; the mixture is their sum, and all are scaled together
     so that the mixture's peak is at most 0.9. With ``speed`` > 0, half of the sources are
     first played faster or slower by a random factor within 1 +- ``speed``
-    (:func:`perturb_speed`), for voices beyond the bank's.
+    (:func:`perturb_speed`), for voices beyond the bank's. The utterances' indices in the
+    bank are appended to ``picked`` when it is given.
     """
     chosen: list[int] = []
     while len(chosen) < n_src:
         i = int(rng.integers(len(bank)))
         if all(bank.speaker_ids[i] != bank.speaker_ids[j] for j in chosen):
             chosen.append(i)
+    if picked is not None:
+        picked.extend(chosen)
     sources = np.zeros((n_src, segment), np.float32)
     for c, i in enumerate(chosen):
         u = bank.utterance(i)

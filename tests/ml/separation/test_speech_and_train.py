@@ -67,6 +67,14 @@ def test_a_mixture_is_the_sum_of_its_sources_from_different_speakers():
     mix, src = speech.make_mixture(bank, np.random.default_rng(2), 8000)
     peaks = [np.argmax(np.abs(np.fft.rfft(s))) for s in src]
     assert peaks[0] != peaks[1]
+    # ``picked`` tells which utterances were used, and does not change the mixture.
+    picked: list[int] = []
+    mix2, src2 = speech.make_mixture(bank, np.random.default_rng(2), 8000, picked=picked)
+    np.testing.assert_array_equal(mix2, mix)
+    assert len(picked) == 2 and bank.speaker_ids[picked[0]] != bank.speaker_ids[picked[1]]
+    for source, i in zip(src2, picked):     # each source has its picked speaker's pitch
+        hz = np.argmax(np.abs(np.fft.rfft(source))) * speech.SAMPLE_RATE / len(source)
+        assert abs(hz - (150 + 40 * int(bank.speakers[i].split(":")[1]))) < 3
     batches = speech.mixture_batches(bank, 3, 2000, seed=4)
     m, s = next(batches)
     assert m.shape == (3, 2000) and s.shape == (3, 2, 2000)
