@@ -74,18 +74,18 @@ def voice_of(speaker: str) -> str:
     return speaker.rsplit("+", 1)[1] if speaker.startswith("espeak:") and "+" in speaker else speaker
 
 
-def by_voice(values: list[float], pairs: list[list[str]]) -> tuple[dict[str, float], list[float]]:
-    """The mean SI-SNRi of the mixtures each voice is in, and the values of the mixtures of one
-    voice (variant) with itself in another accent (which count as two speakers)."""
+def by_voice(values: list[float], pairs: list[list[str]]) -> tuple[dict[str, float], list[float], list[float]]:
+    """The mean SI-SNRi of the mixtures each voice is in (lowest first); the values of the mixtures
+    of one voice (variant) with itself in another accent (which count as two speakers), and of the others."""
     per: dict[str, list[float]] = {}
-    alike = []
+    alike, others = [], []
     for value, speakers in zip(values, pairs):
         voices = {voice_of(s) for s in speakers}
         for voice in voices:
             per.setdefault(voice, []).append(value)
-        if len(voices) < len(speakers):
-            alike.append(value)
-    return {v: float(np.mean(x)) for v, x in sorted(per.items(), key=lambda kv: np.mean(kv[1]))}, alike
+        (alike if len(voices) < len(speakers) else others).append(value)
+    means = {v: float(np.mean(x)) for v, x in per.items()}
+    return dict(sorted(means.items(), key=lambda kv: kv[1])), alike, others
 
 
 def held_out_mixtures(count: int, seed: int, corpus: float = 0.0
@@ -205,12 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{text:23s} {label:8s} SI-SNRi {value:6.2f} dB{goal}, SDRi {sdri:6.2f} dB, "
                   f"median {np.median(values):.2f}, {sum(v < 5 for v in values)} under 5 dB")
             if label == "default":
-                voices, alike = by_voice(values, pairs)
-                print(f"{'':23s} {'':8s} by voice: " + ", ".join(f"{v} {x:.1f}" for v, x in voices.items()))
-                if alike:
-                    print(f"{'':23s} {'':8s} {len(alike)} mixtures of one variant in two accents: "
-                          f"{np.mean(alike):.2f} dB (the other {len(values) - len(alike)}: "
-                          f"{(sum(values) - sum(alike)) / max(len(values) - len(alike), 1):.2f} dB)")
+                voices, alike, others = by_voice(values, pairs)
+                print(f"{'':32s} by voice: " + ", ".join(f"{v} {x:.1f}" for v, x in voices.items()))
+                if alike and others:
+                    print(f"{'':32s} {len(alike)} mixtures of one variant in two accents: {np.mean(alike):.2f} dB "
+                          f"(the other {len(others)}: {np.mean(others):.2f} dB)")
                 if value < 12:
                     missed.append(f"held-out SI-SNRi ({text}) {value:.1f} dB < 12 dB")
 
