@@ -69,18 +69,13 @@ def si_snri(model, mixtures: list[np.ndarray], sources: list[np.ndarray], rate: 
     return (float(np.mean(values)), float(np.mean(sdr_values))) if with_sdri else float(np.mean(values))
 
 
-def voice_of(speaker: str) -> str:
-    """The voice of a bank speaker: espeak-ng's variant ("espeak:en-us+m8" -> "m8"), or flite's voice."""
-    return speaker.rsplit("+", 1)[1] if speaker.startswith("espeak:") and "+" in speaker else speaker
-
-
 def by_voice(values: list[float], pairs: list[list[str]]) -> tuple[dict[str, float], list[float], list[float]]:
     """The mean SI-SNRi of the mixtures each voice is in (lowest first); the values of the mixtures
     of one voice (variant) with itself in another accent (which count as two speakers), and of the others."""
     per: dict[str, list[float]] = {}
     alike, others = [], []
     for value, speakers in zip(values, pairs):
-        voices = {voice_of(s) for s in speakers}
+        voices = {speech.voice_of(s) for s in speakers}
         for voice in voices:
             per.setdefault(voice, []).append(value)
         (alike if len(voices) < len(speakers) else others).append(value)

@@ -158,6 +158,11 @@ def random_voice(rng: np.random.Generator, held_out: bool = False, random_varian
                  speed=int(rng.integers(130, 221)), gap=int(rng.integers(0, 4)), variant=text)
 
 
+def voice_of(speaker: str) -> str:
+    """The voice of a bank speaker: espeak-ng's variant ("espeak:en-us+m8" -> "m8"), or flite's voice."""
+    return speaker.rsplit("+", 1)[1] if speaker.startswith("espeak:") and "+" in speaker else speaker
+
+
 @functools.lru_cache(maxsize=1)
 def espeak_data() -> Path | None:
     """espeak-ng's data folder (``espeak-ng --version`` says where), or None."""
@@ -316,6 +321,17 @@ class UtteranceBank:
     def __len__(self) -> int:
         return len(self.speakers)
 
+    def alike_groups(self) -> list[np.ndarray]:
+        """The bank's utterances grouped by voice (:func:`voice_of`), only groups that hold more
+        than one speaker: one espeak-ng variant in several accents (computed once)."""
+        if getattr(self, "_alike", None) is None:
+            by: dict[str, list[int]] = {}
+            for i, name in enumerate(self.speakers):
+                by.setdefault(voice_of(name), []).append(i)
+            self._alike = [np.array(g) for _, g in sorted(by.items())
+                           if len(set(self.speaker_ids[g].tolist())) > 1]
+        return self._alike
+
     def utterance(self, i: int) -> np.ndarray:
         return self.audio[self.starts[i]:self.starts[i + 1]].astype(np.float32) / 32767.0
 
@@ -376,7 +392,7 @@ def perturb_speed(audio: np.ndarray, factor: float) -> np.ndarray:
 
 def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_src: int = 2,
                  ratio_db: float = 5.0, speed: float = 0.0,
-                 picked: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 picked: list[int] | None = None, alike: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One training example: (mixture [T], sources [C, T]) of ``n_src`` different speakers.
 
     Each source is a random stretch of one utterance (padded with silence when shorter,
@@ -384,12 +400,18 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
     random gain in +-``ratio_db``/2 dB; the mixture is their sum, and all are scaled together
     so that the mixture's peak is at most 0.9. With ``speed`` > 0, half of the sources are
     first played faster or slower by a random factor within 1 +- ``speed``
-    (:func:`perturb_speed`), for voices beyond the bank's. The utterances' indices in the
-    bank are appended to ``picked`` when it is given.
+    (:func:`perturb_speed`), for voices beyond the bank's. With ``alike`` > 0, that share of
+    the mixtures take all their speakers from one voice (one espeak-ng variant in different
+    accents: the same timbre, told apart only by pitch, accent and rhythm), when the bank has
+    such voices. The utterances' indices in the bank are appended to ``picked`` when it is given.
     """
+    pool = None
+    if alike > 0 and rng.random() < alike:    # (no draw at all without ``alike``: older mixtures stay)
+        groups = [g for g in bank.alike_groups() if len(set(bank.speaker_ids[g].tolist())) >= n_src]
+        pool = groups[int(rng.integers(len(groups)))] if groups else None
     chosen: list[int] = []
     while len(chosen) < n_src:
-        i = int(rng.integers(len(bank)))
+        i = int(pool[rng.integers(len(pool))]) if pool is not None else int(rng.integers(len(bank)))
         if all(bank.speaker_ids[i] != bank.speaker_ids[j] for j in chosen):
             chosen.append(i)
     if picked is not None:
@@ -413,9 +435,9 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
 
 
 def mixture_batches(bank: UtteranceBank, batch: int, segment: int, seed: int, n_src: int = 2,
-                    speed: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    speed: float = 0.0, alike: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless batches (mixtures [B, T], sources [B, C, T]), mixed on the fly, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     while True:
-        pairs = [make_mixture(bank, rng, segment, n_src, speed=speed) for _ in range(batch)]
+        pairs = [make_mixture(bank, rng, segment, n_src, speed=speed, alike=alike) for _ in range(batch)]
         yield np.stack([m for m, _ in pairs]), np.stack([s for _, s in pairs])

@@ -78,6 +78,7 @@ class TrainConfig:
                                    # the steps go on from theirs (so --max-steps counts their steps too)
     init_from: str = ""            # start from these weights of the preset's size; the steps go on from theirs
     random_variants: float = 0.0   # the share of the bank's espeak-ng voices given a new random variant
+    alike: float = 0.0             # the share of mixtures of one variant in different accents (speech.make_mixture)
 
 
 @dataclass
@@ -157,7 +158,8 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
         yield Progress(None, f"{'grown' if cfg.grow_from else 'started'} from {cfg.grow_from or cfg.init_from} "
                              f"(step {step})")
     first_step = step
-    batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step, speed=cfg.speed)
+    batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step, speed=cfg.speed,
+                                      alike=cfg.alike)
     forward = compiled(model) if cfg.compile else model
     run_config = {"dataset": "TTS two-speaker mixtures (espeak-ng, flite)", "model": f"conv-tasnet-{cfg.preset}",
                   **asdict(cfg), "parameters": parameter_count(model), "model_config": model_cfg.to_dict(),
@@ -254,8 +256,10 @@ def training_data(cfg: TrainConfig) -> str:
     speed = f", half the sources speed-perturbed by up to {cfg.speed:.0%}" if cfg.speed > 0 else ""
     variants = (f" ({cfg.random_variants:.0%} of the espeak-ng voices with a new random variant made from a "
                 "training one)" if cfg.random_variants > 0 else "")
+    alike = (f", {cfg.alike:.0%} of the mixtures of one espeak-ng variant in two accents" if cfg.alike > 0
+             else "")
     return (f"two-speaker mixtures of espeak-ng and flite voices{variants} reading {text}, "
-            f"synthesised offline{speed}")
+            f"synthesised offline{speed}{alike}")
 
 
 def this_stage(command: str, cfg: TrainConfig, first_step: int, step: int) -> dict:

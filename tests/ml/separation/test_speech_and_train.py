@@ -82,6 +82,53 @@ def test_a_mixture_is_the_sum_of_its_sources_from_different_speakers():
     np.testing.assert_array_equal(m, m2)  # reproducible from the seed
 
 
+def voice_bank() -> speech.UtteranceBank:
+    """Tones named like the TTS bank's speakers: two variants in three accents each, one flite voice."""
+    rate = speech.SAMPLE_RATE
+    names = [f"espeak:{accent}+{variant}" for variant in ("m1", "f2") for accent in ("en-us", "en-gb", "en-029")]
+    names += ["flite:awb"]
+    chunks, speakers = [], []
+    for k in range(4 * len(names)):
+        t = np.arange(rate) / rate
+        chunks.append((0.5 * np.sin(2 * np.pi * (150 + 30 * (k % len(names))) * t) * 32767).astype(np.int16))
+        speakers.append(names[k % len(names)])
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    return speech.UtteranceBank(np.concatenate(chunks), starts, speakers, rate)
+
+
+def test_alike_mixtures_pair_one_variant_in_two_accents():
+    assert speech.voice_of("espeak:en-gb-scotland+klatt4") == "klatt4"
+    assert speech.voice_of("flite:slt") == "flite:slt"
+    bank = voice_bank()
+    groups = bank.alike_groups()          # m1 and f2 (three accents each); the flite voice has no partner
+    assert sorted({speech.voice_of(bank.speakers[int(g[0])]) for g in groups}) == ["f2", "m1"]
+    assert all(len({speech.voice_of(bank.speakers[int(i)]) for i in g}) == 1 for g in groups)
+
+    def pairs(alike: float, seed: int = 3) -> list[tuple[str, str]]:
+        rng, picked = np.random.default_rng(seed), []
+        for _ in range(300):
+            mix, src = speech.make_mixture(bank, rng, 4000, alike=alike, picked=picked)
+            np.testing.assert_allclose(mix, src.sum(axis=0), atol=1e-6)
+        return [(bank.speakers[a], bank.speakers[b]) for a, b in zip(picked[::2], picked[1::2])]
+
+    def share(found: list[tuple[str, str]]) -> float:
+        return float(np.mean([speech.voice_of(a) == speech.voice_of(b) for a, b in found]))
+
+    for alike in (0.0, 0.5, 1.0):
+        found = pairs(alike)
+        assert all(a != b for a, b in found)                # always two different speakers
+        chance = share(pairs(0.0))
+        assert abs(share(found) - (alike + (1 - alike) * chance)) < 0.1
+    assert share(pairs(1.0)) == 1.0
+    # A bank without such voices (one accent per tone) falls back to any two speakers.
+    tones = tone_bank()
+    assert tones.alike_groups() == []
+    mix, src = speech.make_mixture(tones, np.random.default_rng(0), 4000, alike=1.0)
+    assert src.shape == (2, 4000)
+    batch, _ = next(speech.mixture_batches(bank, 4, 2000, seed=1, alike=1.0))
+    assert batch.shape == (4, 2000)
+
+
 def test_speed_perturbation_moves_pitch_and_length_together():
     rate = speech.SAMPLE_RATE
     t = np.arange(rate) / rate
@@ -182,13 +229,13 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
         yield bank
 
     monkeypatch.setattr(speech, "build_bank", fake_bank)
-    cfg = sep_train.TrainConfig(preset="tiny", batch=4, segment_s=0.25, minutes=0.05, check_every=5,
-                                val_mixtures=4, utterances=24)
+    cfg = sep_train.TrainConfig(preset="tiny", batch=4, segment_s=0.25, minutes=5, max_steps=8, check_every=5,
+                                val_mixtures=4, utterances=24)     # (steps, not time, end it: a busy CPU is fine)
     store = RunStore(tmp_path / "runs")
     out = tmp_path / "model.safetensors"
     state = tmp_path / "state.pt"
     steps, result = run_training(sep_train.train(cfg, store, out, state, None, command="test"))
-    assert result["status"] == "finished" and result["steps"] == len(steps) >= 5
+    assert result["status"] == "finished" and result["steps"] == len(steps) == 8
     assert np.isfinite(result["val_si_snri"])
     model = loaders.load_separator(out).model
     assert model.config.N == 16 and model.n_src == 2
@@ -199,13 +246,13 @@ def test_a_short_training_run_learns_writes_its_run_and_weights(tmp_path, monkey
     saved = torch.load(state, weights_only=True)
     assert saved["step"] == len(steps)
     # Resuming continues from the saved step (with a larger budget).
-    cfg2 = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": cfg.minutes + 0.03})
+    cfg2 = sep_train.TrainConfig(**{**cfg.__dict__, "max_steps": 12})
     gen = sep_train.train(cfg2, None, None, state, None)
     first = next(item for item in gen if isinstance(item, sep_train.SepStep))
     assert first.step == len(steps) + 1
     gen.close()
     # Each run is kept as a stage (command, config, steps), and the weights' JSON lists them all.
-    cfg3 = sep_train.TrainConfig(**{**cfg.__dict__, "minutes": cfg.minutes + 0.03, "speed": 0.1,
+    cfg3 = sep_train.TrainConfig(**{**cfg.__dict__, "max_steps": 12, "speed": 0.1,
                                     "resume_lr": 3e-4})
     resumed, second = run_training(sep_train.train(cfg3, None, out, state, None, command="second"))
     rates = [item.lr for item in resumed]
@@ -370,7 +417,7 @@ def test_a_run_started_from_weights_of_its_size_goes_on_from_their_steps(tmp_pat
     path = loaders.save_separator(tmp_path / "earlier.safetensors", earlier,
                                   {"steps": 30, "stages": [{"command": "first", "from_step": 0, "to_step": 30}]})
     cfg = sep_train.TrainConfig(preset="tiny2", batch=4, segment_s=0.25, minutes=0.02, check_every=5,
-                                val_mixtures=4, utterances=24, init_from=str(path), random_variants=0.5)
+                                val_mixtures=4, utterances=24, init_from=str(path), random_variants=0.5, alike=0.5)
     out = tmp_path / "tuned.safetensors"
     gen = sep_train.train(cfg, None, out, tmp_path / "state.pt", None, command="tune")
     first = next(item for item in gen if isinstance(item, sep_train.SepStep))
@@ -381,7 +428,7 @@ def test_a_run_started_from_weights_of_its_size_goes_on_from_their_steps(tmp_pat
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert [s["command"] for s in sidecar["stages"]] == ["first", "tune"]
     assert sidecar["stages"][1]["from_step"] == 30 and sidecar["train_config"]["init_from"] == str(path)
-    assert "random variant" in sidecar["training_data"]
+    assert "random variant" in sidecar["training_data"] and "50% of the mixtures of one" in sidecar["training_data"]
     # Weights of another size, or both ways of starting, are refused in one line.
     bad = sep_train.TrainConfig(**{**cfg.__dict__, "preset": "default"})
     with pytest.raises(UserError, match="not the preset's"):
