@@ -392,7 +392,8 @@ def perturb_speed(audio: np.ndarray, factor: float) -> np.ndarray:
 
 def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_src: int = 2,
                  ratio_db: float = 5.0, speed: float = 0.0,
-                 picked: list[int] | None = None, alike: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                 picked: list[int] | None = None, alike: float = 0.0,
+                 invert: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One training example: (mixture [T], sources [C, T]) of ``n_src`` different speakers.
 
     Each source is a random stretch of one utterance (padded with silence when shorter,
@@ -403,7 +404,10 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
     (:func:`perturb_speed`), for voices beyond the bank's. With ``alike`` > 0, that share of
     the mixtures take all their speakers from one voice (one espeak-ng variant in different
     accents: the same timbre, told apart only by pitch, accent and rhythm), when the bank has
-    such voices. The utterances' indices in the bank are appended to ``picked`` when it is given.
+    such voices. With ``invert`` > 0, that share of the mixtures come with their polarity
+    inverted (mixture and sources times -1: a microphone may record either way, and the TTS
+    voices all come one way). The utterances' indices in the bank are appended to ``picked``
+    when it is given.
     """
     pool = None
     if alike > 0 and rng.random() < alike:    # (no draw at all without ``alike``: older mixtures stay)
@@ -431,13 +435,17 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
         sources[c, at:at + len(piece)] = piece * gain
     mixture = sources.sum(axis=0)
     scale = 0.9 / max(float(np.abs(mixture).max()), float(np.abs(sources).max()), 1e-6)
+    if invert > 0 and rng.random() < invert:      # (no draw without ``invert``: older mixtures stay)
+        scale = -scale
     return (mixture * scale).astype(np.float32), (sources * scale).astype(np.float32)
 
 
 def mixture_batches(bank: UtteranceBank, batch: int, segment: int, seed: int, n_src: int = 2,
-                    speed: float = 0.0, alike: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    speed: float = 0.0, alike: float = 0.0,
+                    invert: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless batches (mixtures [B, T], sources [B, C, T]), mixed on the fly, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     while True:
-        pairs = [make_mixture(bank, rng, segment, n_src, speed=speed, alike=alike) for _ in range(batch)]
+        pairs = [make_mixture(bank, rng, segment, n_src, speed=speed, alike=alike, invert=invert)
+                 for _ in range(batch)]
         yield np.stack([m for m, _ in pairs]), np.stack([s for _, s in pairs])

@@ -79,6 +79,7 @@ class TrainConfig:
     init_from: str = ""            # start from these weights of the preset's size; the steps go on from theirs
     random_variants: float = 0.0   # the share of the bank's espeak-ng voices given a new random variant
     alike: float = 0.0             # the share of mixtures of one variant in different accents (speech.make_mixture)
+    invert: float = 0.0            # the share of mixtures with their polarity inverted (times -1)
 
 
 @dataclass
@@ -159,7 +160,7 @@ def train(cfg: TrainConfig, store: runstore.RunStore | None, out: Path | None, s
                              f"(step {step})")
     first_step = step
     batches = speech.mixture_batches(bank, cfg.batch, segment, cfg.seed + step, speed=cfg.speed,
-                                      alike=cfg.alike)
+                                      alike=cfg.alike, invert=cfg.invert)
     forward = compiled(model) if cfg.compile else model
     run_config = {"dataset": "TTS two-speaker mixtures (espeak-ng, flite)", "model": f"conv-tasnet-{cfg.preset}",
                   **asdict(cfg), "parameters": parameter_count(model), "model_config": model_cfg.to_dict(),
@@ -258,8 +259,9 @@ def training_data(cfg: TrainConfig) -> str:
                 "training one)" if cfg.random_variants > 0 else "")
     alike = (f", {cfg.alike:.0%} of the mixtures of one espeak-ng variant in two accents" if cfg.alike > 0
              else "")
+    invert = f", {cfg.invert:.0%} of the mixtures with their polarity inverted" if cfg.invert > 0 else ""
     return (f"two-speaker mixtures of espeak-ng and flite voices{variants} reading {text}, "
-            f"synthesised offline{speed}{alike}")
+            f"synthesised offline{speed}{alike}{invert}")
 
 
 def this_stage(command: str, cfg: TrainConfig, first_step: int, step: int) -> dict:

@@ -129,6 +129,27 @@ def test_alike_mixtures_pair_one_variant_in_two_accents():
     assert batch.shape == (4, 2000)
 
 
+def test_inverted_mixtures_are_the_same_mixtures_times_minus_one():
+    bank = tone_bank()
+    signs = []
+    for k in range(200):
+        plain_picked, picked = [], []
+        mix, src = speech.make_mixture(bank, np.random.default_rng(k), 4000, picked=plain_picked)
+        mix2, src2 = speech.make_mixture(bank, np.random.default_rng(k), 4000, invert=0.3, picked=picked)
+        assert picked == plain_picked        # the same utterances, gains and offsets
+        flipped = bool(np.allclose(mix2, -mix))
+        assert flipped or np.array_equal(mix2, mix)
+        np.testing.assert_allclose(src2, -src if flipped else src, atol=1e-7)
+        np.testing.assert_allclose(mix2, src2.sum(axis=0), atol=1e-6)
+        signs.append(flipped)
+    assert 0.2 < np.mean(signs) < 0.4        # about the share asked for
+    batch, sources = next(speech.mixture_batches(bank, 4, 2000, seed=1, invert=1.0))
+    plain, plain_sources = next(speech.mixture_batches(bank, 4, 2000, seed=1))
+    np.testing.assert_allclose(batch[0], -plain[0], atol=1e-7)     # (later ones draw after the sign)
+    np.testing.assert_allclose(sources[0], -plain_sources[0], atol=1e-7)
+    np.testing.assert_allclose(batch, sources.sum(axis=1), atol=1e-6)
+
+
 def test_speed_perturbation_moves_pitch_and_length_together():
     rate = speech.SAMPLE_RATE
     t = np.arange(rate) / rate
@@ -417,7 +438,8 @@ def test_a_run_started_from_weights_of_its_size_goes_on_from_their_steps(tmp_pat
     path = loaders.save_separator(tmp_path / "earlier.safetensors", earlier,
                                   {"steps": 30, "stages": [{"command": "first", "from_step": 0, "to_step": 30}]})
     cfg = sep_train.TrainConfig(preset="tiny2", batch=4, segment_s=0.25, minutes=0.02, check_every=5,
-                                val_mixtures=4, utterances=24, init_from=str(path), random_variants=0.5, alike=0.5)
+                                val_mixtures=4, utterances=24, init_from=str(path), random_variants=0.5, alike=0.5,
+                                invert=0.5)
     out = tmp_path / "tuned.safetensors"
     gen = sep_train.train(cfg, None, out, tmp_path / "state.pt", None, command="tune")
     first = next(item for item in gen if isinstance(item, sep_train.SepStep))
@@ -429,6 +451,7 @@ def test_a_run_started_from_weights_of_its_size_goes_on_from_their_steps(tmp_pat
     assert [s["command"] for s in sidecar["stages"]] == ["first", "tune"]
     assert sidecar["stages"][1]["from_step"] == 30 and sidecar["train_config"]["init_from"] == str(path)
     assert "random variant" in sidecar["training_data"] and "50% of the mixtures of one" in sidecar["training_data"]
+    assert "50% of the mixtures with their polarity inverted" in sidecar["training_data"]
     # Weights of another size, or both ways of starting, are refused in one line.
     bad = sep_train.TrainConfig(**{**cfg.__dict__, "preset": "default"})
     with pytest.raises(UserError, match="not the preset's"):
