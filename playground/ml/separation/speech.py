@@ -317,20 +317,21 @@ class UtteranceBank:
         self.sample_rate = sample_rate
         ids = {name: k for k, name in enumerate(sorted(set(self.speakers)))}
         self.speaker_ids = np.array([ids[s] for s in self.speakers])
+        self._alike: dict[int, list[np.ndarray]] = {}   # alike_groups(), by the speakers each holds
 
     def __len__(self) -> int:
         return len(self.speakers)
 
-    def alike_groups(self) -> list[np.ndarray]:
-        """The bank's utterances grouped by voice (:func:`voice_of`), only groups that hold more
-        than one speaker: one espeak-ng variant in several accents (computed once)."""
-        if getattr(self, "_alike", None) is None:
+    def alike_groups(self, speakers: int = 2) -> list[np.ndarray]:
+        """The bank's utterances grouped by voice (:func:`voice_of`), only the groups that hold at
+        least ``speakers`` speakers: one espeak-ng variant in several accents (computed once)."""
+        if speakers not in self._alike:
             by: dict[str, list[int]] = {}
             for i, name in enumerate(self.speakers):
                 by.setdefault(voice_of(name), []).append(i)
-            self._alike = [np.array(g) for _, g in sorted(by.items())
-                           if len(set(self.speaker_ids[g].tolist())) > 1]
-        return self._alike
+            self._alike[speakers] = [np.array(g) for _, g in sorted(by.items())
+                                     if len(set(self.speaker_ids[g].tolist())) >= speakers]
+        return self._alike[speakers]
 
     def utterance(self, i: int) -> np.ndarray:
         return self.audio[self.starts[i]:self.starts[i + 1]].astype(np.float32) / 32767.0
@@ -411,7 +412,7 @@ def make_mixture(bank: UtteranceBank, rng: np.random.Generator, segment: int, n_
     """
     pool = None
     if alike > 0 and rng.random() < alike:    # (no draw at all without ``alike``: older mixtures stay)
-        groups = [g for g in bank.alike_groups() if len(set(bank.speaker_ids[g].tolist())) >= n_src]
+        groups = bank.alike_groups(n_src)
         pool = groups[int(rng.integers(len(groups)))] if groups else None
     chosen: list[int] = []
     while len(chosen) < n_src:

@@ -103,6 +103,7 @@ def test_alike_mixtures_pair_one_variant_in_two_accents():
     groups = bank.alike_groups()          # m1 and f2 (three accents each); the flite voice has no partner
     assert sorted({speech.voice_of(bank.speakers[int(g[0])]) for g in groups}) == ["f2", "m1"]
     assert all(len({speech.voice_of(bank.speakers[int(i)]) for i in g}) == 1 for g in groups)
+    assert len(bank.alike_groups(3)) == 2 and bank.alike_groups(4) == []   # three accents each, not four
 
     def pairs(alike: float, seed: int = 3) -> list[tuple[str, str]]:
         rng, picked = np.random.default_rng(seed), []
