@@ -121,9 +121,11 @@ class GlobalLayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:  # x [B, C, K]
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        var = (x - mean).square().mean(dim=(1, 2), keepdim=True)
-        return self.gamma * (x - mean) / torch.sqrt(var + EPS) + self.beta
+        mean = x.mean(dim=(1, 2), keepdim=True)                                    # [B, 1, 1]
+        var = (x.square().mean(dim=(1, 2), keepdim=True) - mean.square()).clamp_min(0)
+        # gamma * (x - mean) / sqrt(var + eps) + beta, as one scale and shift per channel: x * a + b
+        a = self.gamma * torch.rsqrt(var + EPS)                                    # [B, C, 1]
+        return torch.addcmul(self.beta - mean * a, x, a)
 
 
 class CumulativeLayerNorm(nn.Module):
@@ -141,7 +143,9 @@ class CumulativeLayerNorm(nn.Module):
         cum_sq = x.square().sum(dim=1).cumsum(dim=1)
         mean = cum_sum / count
         var = (cum_sq / count - mean.square()).clamp_min(0)
-        return self.gamma * (x - mean.unsqueeze(1)) / torch.sqrt(var.unsqueeze(1) + EPS) + self.beta
+        # (x - mean) / sqrt(var + eps) as x * a + b with a, b per frame, then gamma and beta per channel
+        a = torch.rsqrt(var + EPS).unsqueeze(1)                                       # [B, 1, K]
+        return torch.addcmul(self.beta, torch.addcmul(-mean.unsqueeze(1) * a, x, a), self.gamma)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

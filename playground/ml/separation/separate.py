@@ -14,6 +14,11 @@ and returns the sources). What it does, in order:
    is arbitrary: voice 1 of one window may be voice 2 of the next. Each window's sources
    are put in the order that maximises the mean SI-SNR against the previous window's
    (already ordered) sources over their overlap. A silent overlap keeps the order.
+   **Polarity.** SI-SNR cannot tell a voice from its negative, so a trained separator may
+   hand out a voice upside down (the embedded default does, for its second output), and
+   not always for the same speaker. Each window's sources are first given the sign that
+   correlates with that window's mixture (the mixture is their sum), so that a voice has
+   one polarity in every window and the crossfades add up instead of cancelling.
 4. **Resample back** to the input's rate and length.
 5. **No clipping.** If the loudest sample of any source is above ``peak``, every source is
    scaled by the same gain (their relative levels stay); quieter output is not amplified.
@@ -152,6 +157,7 @@ def separate(model: nn.Module, audio: np.ndarray | Tensor, sample_rate: int, *, 
             if out.shape != (n_src, len(w)):
                 raise RuntimeError(f"The separator returned {out.shape} for a window of {len(w)} samples, "
                                    f"not ({n_src}, {len(w)}).")
+            out *= np.where(out @ mix[a:a + len(w)] < 0, -1, 1).astype(np.float32)[:, None]   # polarity
             if previous is not None:
                 prev_start, prev = previous
                 ov = prev_start + prev.shape[1] - a

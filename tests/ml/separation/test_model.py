@@ -116,6 +116,21 @@ def test_global_layer_norm_matches_its_formula():
     assert torch.allclose(group(x), y, atol=1e-9)
 
 
+@pytest.mark.parametrize("norm_class", [GlobalLayerNorm, CumulativeLayerNorm])
+def test_layer_norms_in_float32_stay_close_to_float64_with_an_offset(norm_class):
+    # the norms take the variance as E[x^2] - mean^2 (one pass fewer); an offset ten times the spread
+    # must not cost float32 more than a thousandth
+    torch.manual_seed(1)
+    norm = norm_class(16)
+    with torch.no_grad():
+        norm.gamma.copy_(torch.randn(1, 16, 1))
+        norm.beta.copy_(torch.randn(1, 16, 1))
+    x = torch.randn(2, 16, 500, dtype=torch.float64) * 2 + 20
+    want = norm.double()(x)
+    got = norm.float()(x.float())
+    assert (got.double() - want).abs().max() < 1e-3
+
+
 def test_config_round_trips_and_refuses_bad_values():
     cfg = ConvTasNetConfig(n_src=3, norm="cLN", causal=True, **TINY)
     assert ConvTasNetConfig.from_dict(cfg.to_dict()) == cfg
